@@ -1,0 +1,191 @@
+//! The storage seam.
+//!
+//! Everything above a storage (the ZEO server, the pager, the tools) talks to
+//! these traits, so that a FileStorage, an in-memory storage and a ZEO client
+//! are interchangeable. The read API is ZODB's `IStorage`/`IStorageIteration`
+//! reduced to what carries information: `loadBefore` is the primitive (a
+//! snapshot read), the others are conveniences with ZODB's exact semantics.
+
+use bytes::Bytes;
+
+use crate::notify::CommitWatch;
+use crate::{Oid, Tid, TxnInfo};
+
+/// Errors any storage can report. Backend-specific failures (a corrupt file,
+/// a broken connection) travel in [`StorageError::Backend`] with their own
+/// typed error inside, so callers can still downcast to them.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// The oid has no record at all (ZODB's `POSKeyError`).
+    #[error("oid {oid}: no such object")]
+    NoSuchObject {
+        /// The oid looked up.
+        oid: Oid,
+    },
+    /// The oid's revision in question says the object does not exist: it was
+    /// deleted, or its creation was undone (also a `POSKeyError` in ZODB).
+    #[error("oid {oid}: object does not exist as of revision {serial} (deleted or creation undone)")]
+    NoData {
+        /// The oid looked up.
+        oid: Oid,
+        /// The revision whose record has no data.
+        serial: Tid,
+    },
+    /// `loadSerial` found no revision with that serial (`POSKeyError`).
+    #[error("oid {oid}: no revision with serial {serial}")]
+    NoSuchRevision {
+        /// The oid looked up.
+        oid: Oid,
+        /// The serial asked for.
+        serial: Tid,
+    },
+    /// A write was attempted on a read-only storage.
+    #[error("storage is read-only")]
+    ReadOnly,
+    /// An I/O error with no better context.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    /// A failure specific to the storage implementation.
+    #[error(transparent)]
+    Backend(Box<dyn std::error::Error + Send + Sync + 'static>),
+}
+
+impl StorageError {
+    /// Whether ZODB would report this as `POSKeyError`.
+    pub fn is_pos_key_error(&self) -> bool {
+        matches!(
+            self,
+            StorageError::NoSuchObject { .. }
+                | StorageError::NoData { .. }
+                | StorageError::NoSuchRevision { .. }
+        )
+    }
+}
+
+/// Result of storage operations.
+pub type Result<T, E = StorageError> = std::result::Result<T, E>;
+
+/// One revision of an object as a snapshot read returns it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Revision {
+    /// The pickled object (class metadata pickle followed by state pickle).
+    pub data: Bytes,
+    /// The tid of the transaction that wrote this revision.
+    pub serial: Tid,
+    /// The tid of the next revision, `None` if this one is current.
+    pub next_serial: Option<Tid>,
+}
+
+/// One entry of `history(oid)`: a revision and the transaction that wrote it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HistoryEntry {
+    /// The transaction's metadata and status.
+    pub txn: TxnInfo,
+    /// Size of the stored pickle; 0 for a revision that borrows its data
+    /// through a back pointer (as ZODB reports it).
+    pub size: u64,
+}
+
+/// One object revision inside an iterated transaction.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DataRecord {
+    /// The object.
+    pub oid: Oid,
+    /// The transaction that wrote the record (equal to the enclosing tid).
+    pub tid: Tid,
+    /// The object's pickle, `None` if the record says the object does not exist.
+    pub data: Option<Bytes>,
+    /// When the record borrows its data from an earlier transaction (undo),
+    /// the tid of that transaction, as ZODB's iterator reports `data_txn`.
+    pub data_txn: Option<Tid>,
+}
+
+/// A committed transaction with its records, as iteration yields it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Transaction {
+    /// Header fields.
+    pub info: TxnInfo,
+    /// The data records, in the order they were stored.
+    pub records: Vec<DataRecord>,
+}
+
+/// An iterator over committed transactions in tid order.
+pub type TxnIter<'a> = Box<dyn Iterator<Item = Result<Transaction>> + Send + 'a>;
+
+/// Read access to a ZODB storage. Implementations must allow any number of
+/// threads to call these concurrently.
+pub trait ReadStorage: Send + Sync {
+    /// A name for messages (FileStorage: its path).
+    fn name(&self) -> String;
+
+    /// The tid of the last committed transaction, [`Tid::ZERO`] if none.
+    fn last_transaction(&self) -> Tid;
+
+    /// Number of objects (oids with a current record), like `len(storage)`.
+    fn object_count(&self) -> u64;
+
+    /// The revision of `oid` that was current just before `before`:
+    /// `Ok(None)` if the object had no revision before it. The primitive of
+    /// every snapshot read (ZODB's `loadBefore`).
+    fn load_before(&self, oid: Oid, before: Tid) -> Result<Option<Revision>>;
+
+    /// The revision of `oid` written by transaction `serial` (`loadSerial`).
+    fn load_serial(&self, oid: Oid, serial: Tid) -> Result<Bytes>;
+
+    /// Up to `size` revisions of `oid`, newest first (`history`).
+    fn history(&self, oid: Oid, size: usize) -> Result<Vec<HistoryEntry>>;
+
+    /// Committed transactions with `start <= tid <= stop` (either bound
+    /// optional), oldest first, like `storage.iterator(start, stop)`.
+    fn iter_transactions(&self, start: Option<Tid>, stop: Option<Tid>) -> Result<TxnIter<'_>>;
+
+    /// A queue of every transaction committed from now on.
+    fn watch(&self) -> CommitWatch;
+
+    /// The current revision of `oid` and its serial (ZODB's `load`).
+    fn load(&self, oid: Oid) -> Result<(Bytes, Tid)> {
+        match self.load_before(oid, Tid::MAX.next())? {
+            Some(rev) => Ok((rev.data, rev.serial)),
+            None => Err(StorageError::NoSuchObject { oid }),
+        }
+    }
+}
+
+/// A consistent read view of a storage as of one transaction: every load sees
+/// the database exactly as it was when `at` committed, whatever commits later.
+#[derive(Debug, Clone, Copy)]
+pub struct Snapshot<'s, S: ReadStorage + ?Sized> {
+    storage: &'s S,
+    at: Tid,
+}
+
+impl<'s, S: ReadStorage + ?Sized> Snapshot<'s, S> {
+    /// A view of `storage` as of transaction `at`.
+    pub fn at(storage: &'s S, at: Tid) -> Self {
+        Snapshot { storage, at }
+    }
+
+    /// A view as of the storage's last committed transaction.
+    pub fn latest(storage: &'s S) -> Self {
+        Snapshot::at(storage, storage.last_transaction())
+    }
+
+    /// The tid this view is pinned at.
+    pub fn tid(&self) -> Tid {
+        self.at
+    }
+
+    /// The storage underneath.
+    pub fn storage(&self) -> &'s S {
+        self.storage
+    }
+
+    /// The object's data and serial as of the snapshot; `NoSuchObject` if it
+    /// did not exist yet, `NoData` if it was deleted.
+    pub fn load(&self, oid: Oid) -> Result<(Bytes, Tid)> {
+        match self.storage.load_before(oid, self.at.next())? {
+            Some(rev) => Ok((rev.data, rev.serial)),
+            None => Err(StorageError::NoSuchObject { oid }),
+        }
+    }
+}
