@@ -1,0 +1,1 @@
+//! The fault-driven block pager.
