@@ -8,7 +8,7 @@
 
 use std::sync::{Arc, Mutex, PoisonError};
 
-use crossbeam_channel::{Receiver, Sender, TryRecvError};
+use crossbeam_channel::{Receiver, Sender};
 
 use crate::{Oid, Tid};
 
@@ -70,10 +70,7 @@ impl CommitWatch {
 
     /// The next commit if one is queued.
     pub fn try_recv(&self) -> Option<Committed> {
-        match self.rx.try_recv() {
-            Ok(c) => Some(c),
-            Err(TryRecvError::Empty | TryRecvError::Disconnected) => None,
-        }
+        self.rx.try_recv().ok()
     }
 
     /// Every queued commit, oldest first: what a transaction boundary must apply.
