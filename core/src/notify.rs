@@ -36,7 +36,10 @@ impl CommitHub {
 
     /// Delivers `event` to every live subscriber, forgetting dropped ones.
     pub fn publish(&self, event: &Committed) {
-        let mut subs = self.subscribers.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut subs = self
+            .subscribers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         subs.retain(|tx| tx.send(event.clone()).is_ok());
     }
 
@@ -52,7 +55,10 @@ impl CommitHub {
 
     /// Number of live subscriptions (dropped ones are counted until the next publish).
     pub fn subscriber_count(&self) -> usize {
-        self.subscribers.lock().unwrap_or_else(PoisonError::into_inner).len()
+        self.subscribers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
     }
 }
 
@@ -92,10 +98,16 @@ mod tests {
     fn every_subscriber_sees_commits_in_order() {
         let hub = CommitHub::new();
         let a = hub.subscribe();
-        let e1 = Committed { tid: Tid(1), oids: Arc::from(vec![Oid(0)]) };
+        let e1 = Committed {
+            tid: Tid(1),
+            oids: Arc::from(vec![Oid(0)]),
+        };
         hub.publish(&e1);
         let b = hub.subscribe();
-        let e2 = Committed { tid: Tid(2), oids: Arc::from(vec![Oid(1), Oid(2)]) };
+        let e2 = Committed {
+            tid: Tid(2),
+            oids: Arc::from(vec![Oid(1), Oid(2)]),
+        };
         hub.publish(&e2);
         assert_eq!(a.drain(), vec![e1, e2.clone()]);
         assert_eq!(b.drain(), vec![e2]);
@@ -107,10 +119,16 @@ mod tests {
         let hub = CommitHub::new();
         let a = hub.subscribe();
         drop(hub.subscribe());
-        hub.publish(&Committed { tid: Tid(1), oids: Arc::from(Vec::new()) });
+        hub.publish(&Committed {
+            tid: Tid(1),
+            oids: Arc::from(Vec::new()),
+        });
         assert_eq!(hub.subscriber_count(), 1);
         drop(a);
-        hub.publish(&Committed { tid: Tid(2), oids: Arc::from(Vec::new()) });
+        hub.publish(&Committed {
+            tid: Tid(2),
+            oids: Arc::from(Vec::new()),
+        });
         assert_eq!(hub.subscriber_count(), 0);
     }
 }

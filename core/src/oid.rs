@@ -57,7 +57,8 @@ impl FromStr for Oid {
             .strip_prefix("0x")
             .or_else(|| s.strip_prefix("0X"))
             .unwrap_or(s);
-        if digits.is_empty() || digits.len() > 16 || !digits.bytes().all(|c| c.is_ascii_hexdigit()) {
+        if digits.is_empty() || digits.len() > 16 || !digits.bytes().all(|c| c.is_ascii_hexdigit())
+        {
             return Err(err());
         }
         u64::from_str_radix(digits, 16).map(Oid).map_err(|_| err())

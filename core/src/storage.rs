@@ -24,7 +24,9 @@ pub enum StorageError {
     },
     /// The oid's revision in question says the object does not exist: it was
     /// deleted, or its creation was undone (also a `POSKeyError` in ZODB).
-    #[error("oid {oid}: object does not exist as of revision {serial} (deleted or creation undone)")]
+    #[error(
+        "oid {oid}: object does not exist as of revision {serial} (deleted or creation undone)"
+    )]
     NoData {
         /// The oid looked up.
         oid: Oid,

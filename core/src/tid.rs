@@ -159,8 +159,8 @@ impl TimeStamp {
             return Err(TimeStampError::Minute(minute));
         }
         let months = (year - BASE_YEAR) * 12 + i64::from(month - 1);
-        let minutes = ((months * 31 + i64::from(day - 1)) * 24 + i64::from(hour)) * 60
-            + i64::from(minute);
+        let minutes =
+            ((months * 31 + i64::from(day - 1)) * 24 + i64::from(hour)) * 60 + i64::from(minute);
         let hi = u32::try_from(minutes).map_err(|_| TimeStampError::Overflow(year))?;
         // C converts with `(unsigned int)(sec / bias)`: truncation toward zero.
         let lo = (sec / SECOND_BIAS) as u32;
@@ -177,14 +177,7 @@ impl TimeStamp {
         let (y, m, d) = civil_from_days(secs.div_euclid(86_400));
         let sod = secs.rem_euclid(86_400);
         let frac = t.rem_euclid(60.0);
-        TimeStamp::from_date(
-            y,
-            m,
-            d,
-            (sod / 3600) as u32,
-            (sod % 3600 / 60) as u32,
-            frac,
-        )
+        TimeStamp::from_date(y, m, d, (sod / 3600) as u32, (sod % 3600 / 60) as u32, frac)
     }
 
     /// The tid with these bytes.
@@ -355,12 +348,18 @@ mod tests {
     #[test]
     fn later_than_carries_into_real_calendar() {
         assert_eq!(
-            ts("03ed67d8ffffffff").later_than(ts("03ed67d8ffffffff")).tid().to_string(),
+            ts("03ed67d8ffffffff")
+                .later_than(ts("03ed67d8ffffffff"))
+                .tid()
+                .to_string(),
             "03ed67d900000000"
         );
         // 2023-02-28 23:59 -> 2023-03-01 00:00, not the nonexistent Feb 29.
         assert_eq!(
-            ts("03eead5fffffffff").later_than(ts("03eead5fffffffff")).tid().to_string(),
+            ts("03eead5fffffffff")
+                .later_than(ts("03eead5fffffffff"))
+                .tid()
+                .to_string(),
             "03eebe4000000000"
         );
         let a = ts("0000000100000005");
@@ -373,17 +372,26 @@ mod tests {
     fn from_unix_matches_gmtime() {
         // 2009-08-30T19:20:00Z, the zodbtools reference time.
         assert_eq!(
-            TimeStamp::from_unix(1_251_660_000.0).unwrap().tid().to_string(),
+            TimeStamp::from_unix(1_251_660_000.0)
+                .unwrap()
+                .tid()
+                .to_string(),
             "03805ec800000000"
         );
         let t = TimeStamp::from_unix(1_251_660_000.0).unwrap();
         assert_eq!(t.time_time(), 1_251_660_000.0);
-        assert_eq!((t.year(), t.month(), t.day(), t.hour(), t.minute()), (2009, 8, 30, 19, 20));
+        assert_eq!(
+            (t.year(), t.month(), t.day(), t.hour(), t.minute()),
+            (2009, 8, 30, 19, 20)
+        );
     }
 
     #[test]
     fn rejects_bad_dates() {
-        assert_eq!(TimeStamp::from_date(1899, 1, 1, 0, 0, 0.0), Err(TimeStampError::Year(1899)));
+        assert_eq!(
+            TimeStamp::from_date(1899, 1, 1, 0, 0, 0.0),
+            Err(TimeStampError::Year(1899))
+        );
         assert_eq!(
             TimeStamp::from_date(2023, 2, 29, 0, 0, 0.0),
             Err(TimeStampError::Day { day: 29, max: 28 })
@@ -392,7 +400,10 @@ mod tests {
 
     #[test]
     fn tid_text() {
-        assert_eq!("0285cbac258bf266".parse::<Tid>().unwrap(), Tid(0x0285cbac258bf266));
+        assert_eq!(
+            "0285cbac258bf266".parse::<Tid>().unwrap(),
+            Tid(0x0285cbac258bf266)
+        );
         assert!("0285cbac258bf26".parse::<Tid>().is_err());
         assert!("0285cbac258bf26g".parse::<Tid>().is_err());
     }
