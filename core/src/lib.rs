@@ -20,6 +20,7 @@
 
 pub mod notify;
 mod oid;
+pub mod pickle;
 pub mod storage;
 mod tid;
 mod txn;
