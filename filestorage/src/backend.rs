@@ -126,6 +126,41 @@ impl Backend for MmapBackend {
     }
 }
 
+/// An in-memory image of a file: for tests, fuzzing, and files assembled
+/// in memory.
+#[derive(Debug, Clone)]
+pub struct MemBackend(pub Bytes);
+
+impl Backend for MemBackend {
+    fn len(&self) -> u64 {
+        self.0.len() as u64
+    }
+
+    fn read_exact_at(&self, pos: u64, buf: &mut [u8]) -> io::Result<()> {
+        let src = self
+            .slice_at(pos, buf.len() as u64)
+            .ok_or_else(|| eof(pos, buf.len() as u64, self.len()))?;
+        buf.copy_from_slice(src);
+        Ok(())
+    }
+
+    fn bytes_at(&self, pos: u64, len: u64) -> io::Result<Bytes> {
+        let start = usize::try_from(pos).map_err(|_| eof(pos, len, self.len()))?;
+        let end = usize::try_from(len)
+            .ok()
+            .and_then(|l| start.checked_add(l))
+            .filter(|&e| e <= self.0.len())
+            .ok_or_else(|| eof(pos, len, self.len()))?;
+        Ok(self.0.slice(start..end))
+    }
+
+    fn slice_at(&self, pos: u64, len: u64) -> Option<&[u8]> {
+        let start = usize::try_from(pos).ok()?;
+        let end = start.checked_add(usize::try_from(len).ok()?)?;
+        self.0.get(start..end)
+    }
+}
+
 /// `pread`-based access; the size is fixed when created so that reads never
 /// see bytes appended later by a concurrent writer.
 #[derive(Debug, Clone)]

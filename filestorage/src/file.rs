@@ -51,6 +51,12 @@ impl DataFile {
         Ok(DataFile { path, data })
     }
 
+    /// Bytes from any backend (an in-memory image for tests and fuzzing),
+    /// named `path` in messages.
+    pub fn from_backend(path: impl AsRef<Path>, data: Box<dyn Backend>) -> DataFile {
+        DataFile { path: path.as_ref().to_owned(), data }
+    }
+
     /// The file's path.
     pub fn path(&self) -> &Path {
         &self.path

@@ -83,7 +83,11 @@ impl FileStorage {
         opts: &OpenOptions,
         progress: &mut dyn FnMut(u64, u64),
     ) -> Result<FileStorage> {
-        let file = DataFile::open(path, opts.backend)?;
+        FileStorage::open_file(DataFile::open(path, opts.backend)?, opts, progress)
+    }
+
+    /// Opens an already opened [`DataFile`] (any backend) read-only.
+    pub fn open_file(file: DataFile, opts: &OpenOptions, progress: &mut dyn FnMut(u64, u64)) -> Result<FileStorage> {
         let size = file.size();
         let path = file.path().to_owned();
         let r = file.reader();

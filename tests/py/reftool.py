@@ -51,6 +51,8 @@ Usage: reftool.py SUBCOMMAND [OPTIONS] PATH [ARGS]
     load PATH OID [--before TID | --serial TID]
     history PATH OID [N]
     iterate PATH [--start TID] [--stop TID]
+    readall PATH                 load, history, loadSerial and loadBefore of
+                                 every revision of every oid in the index
     undolog PATH [FIRST LAST]
     checkindex PATH [INDEX]      load INDEX (default PATH.index) with fsIndex
                                  and compare it with a scan of PATH
@@ -422,6 +424,61 @@ def cmd_iterate(a):
     emit_json(doc)
 
 
+def cmd_readall(a):
+    """Every read the storage API answers, for every oid in the index.
+
+    {oid hex: {"load": {"data", "serial"} | {"error"},
+               "history": [{"tid", "size", "user", "description"}] | {"error"},
+               "revisions": {serial hex: {"serial": loadSerial data | {"error"},
+                                          "before": loadBefore(serial),
+                                          "before_next": loadBefore(serial+1)}}}}
+    loadBefore results are {"data", "serial", "next_serial"}, null, or {"error"}.
+    """
+    from ZODB.utils import p64, u64
+    stor = open_storage(a.path)
+
+    def attempt(f):
+        try:
+            return f()
+        except Exception as e:
+            return {'error': error_name(e)}
+
+    def before(oid, tid):
+        r = stor.loadBefore(oid, tid)
+        return None if r is None else {
+            'data': hx(r[0]), 'serial': hx(r[1]), 'next_serial': hx(r[2])}
+
+    doc = {}
+    try:
+        for oid in stor._index.keys():
+            def load():
+                data, serial = stor.load(oid)
+                return {'data': hx(data), 'serial': hx(serial)}
+            entry = {'load': attempt(load)}
+            hist = attempt(lambda: stor.history(oid, 1 << 30))
+            revisions = {}
+            if isinstance(hist, list):
+                entry['history'] = [{
+                    'tid': hx(h['tid']), 'size': h['size'],
+                    'user': hx(h['user_name']), 'description': hx(h['description']),
+                } for h in hist]
+                for h in hist:
+                    s = h['tid']
+                    nxt = p64(u64(s) + 1)
+                    revisions[hx(s)] = {
+                        'serial': attempt(lambda: {'data': hx(stor.loadSerial(oid, s))}),
+                        'before': attempt(lambda: before(oid, s)),
+                        'before_next': attempt(lambda: before(oid, nxt)),
+                    }
+            else:
+                entry['history'] = hist
+            entry['revisions'] = revisions
+            doc[hx(oid)] = entry
+    finally:
+        stor.close()
+    emit_json(doc)
+
+
 def cmd_undolog(a):
     """undoLog(first, last) as a list of jsonable dicts (ids are bytes)."""
     stor = open_storage(a.path)
@@ -548,6 +605,7 @@ def build_parser():
     s.add_argument('path')
     s.add_argument('--start')
     s.add_argument('--stop')
+    add('readall', cmd_readall).add_argument('path')
     s = add('undolog', cmd_undolog)
     s.add_argument('path')
     s.add_argument('first', type=int, nargs='?', default=0)
