@@ -26,6 +26,6 @@ mod tid;
 mod txn;
 
 pub use oid::{Oid, ParseOidError};
-pub use storage::{ReadStorage, StorageError};
+pub use storage::{ReadStorage, StorageError, TpcTxn, WriteStorage};
 pub use tid::{ParseTidError, Tid, TimeStamp, TimeStampError};
 pub use txn::{TxnInfo, TxnMeta, TxnStatus};

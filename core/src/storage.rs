@@ -9,7 +9,7 @@
 use bytes::Bytes;
 
 use crate::notify::CommitWatch;
-use crate::{Oid, Tid, TxnInfo};
+use crate::{Oid, Tid, TxnInfo, TxnMeta, TxnStatus};
 
 /// Errors any storage can report. Backend-specific failures (a corrupt file,
 /// a broken connection) travel in [`StorageError::Backend`] with their own
@@ -44,6 +44,48 @@ pub enum StorageError {
     /// A write was attempted on a read-only storage.
     #[error("storage is read-only")]
     ReadOnly,
+    /// A store's old serial is not the object's current serial and the
+    /// conflict could not be resolved (ZODB's `ConflictError`).
+    #[error("conflict on oid {oid}: stored on top of {old} but {committed} is current")]
+    Conflict {
+        /// The object.
+        oid: Oid,
+        /// The serial committed by someone else.
+        committed: Tid,
+        /// The serial the writer based its change on.
+        old: Tid,
+    },
+    /// `checkCurrentSerialInTransaction` found a newer revision (ZODB's
+    /// `ReadConflictError`).
+    #[error("read conflict on oid {oid}: read {read} but {committed} is current")]
+    ReadConflict {
+        /// The object.
+        oid: Oid,
+        /// The serial committed since.
+        committed: Tid,
+        /// The serial the transaction read.
+        read: Tid,
+    },
+    /// A transaction cannot be undone (ZODB's `UndoError`).
+    #[error("cannot undo{}: {reason}", .oid.map(|o| format!(" oid {o}")).unwrap_or_default())]
+    Undo {
+        /// The object that prevents it, if one does.
+        oid: Option<Oid>,
+        /// Why.
+        reason: String,
+    },
+    /// A call out of the two-phase-commit order, or a transaction already
+    /// finished or aborted (ZODB's `StorageTransactionError`).
+    #[error("transaction error: {0}")]
+    TransactionState(String),
+    /// Transaction metadata too large for the format (65535 bytes each).
+    #[error("{what} too long: {len} bytes (at most 65535)")]
+    MetaTooLong {
+        /// `user`, `description` or `extension`.
+        what: &'static str,
+        /// The length given.
+        len: usize,
+    },
     /// An I/O error with no better context.
     #[error(transparent)]
     Io(#[from] std::io::Error),
@@ -151,6 +193,100 @@ pub trait ReadStorage: Send + Sync {
             None => Err(StorageError::NoSuchObject { oid }),
         }
     }
+}
+
+/// Resolves a write conflict without the application: ZODB's
+/// `tryToResolveConflict` (classes with `_p_resolveConflict`). A storage
+/// calls it when a store's old serial is not current; returning `None`
+/// makes the store fail with [`StorageError::Conflict`].
+pub trait ConflictResolver: Send + Sync {
+    /// The merged state of `oid` given the state the writer started from
+    /// (`old`), the committed one (`committed`) and the writer's (`new`),
+    /// all as full records (class pickle + state pickle).
+    fn resolve(&self, oid: Oid, old: &[u8], committed: &[u8], new: &[u8]) -> Option<Bytes>;
+}
+
+/// One entry of `undoLog`/`undoInfo`: a transaction that may be undone.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UndoEntry {
+    /// The transaction (its tid is the undo id's content).
+    pub txn: TxnInfo,
+    /// The opaque id ZODB hands out: base64 of the tid without newline.
+    pub id: Vec<u8>,
+}
+
+/// A two-phase commit in progress (ZODB's `tpc_*` calls on a storage).
+///
+/// Obtained from [`WriteStorage::tpc_begin`]; dropping it without
+/// [`TpcTxn::finish`] aborts. Nothing becomes visible to readers before
+/// `finish` returns.
+pub trait TpcTxn: Send {
+    /// The tid this transaction will commit as.
+    fn tid(&self) -> Tid;
+
+    /// Stores a new revision of `oid`. `old_serial` is the serial the
+    /// writer read ([`Tid::ZERO`] for a new object); if it is not current,
+    /// the conflict is resolved or the call fails with `Conflict`.
+    fn store(&mut self, oid: Oid, old_serial: Tid, data: Bytes) -> Result<()>;
+
+    /// Records that `oid` no longer exists (ZODB's `deleteObject`).
+    fn delete_object(&mut self, oid: Oid, old_serial: Tid) -> Result<()>;
+
+    /// Fails at vote time with `ReadConflict` unless `serial` is still
+    /// current for `oid` (ZODB's `checkCurrentSerialInTransaction`).
+    fn check_current_serial(&mut self, oid: Oid, serial: Tid) -> Result<()>;
+
+    /// Writes a revision exactly as given (copying between storages):
+    /// `data` `None` means "does not exist"; `prev_txn` names the
+    /// transaction whose record holds the same data, so a back pointer can
+    /// be written instead (ZODB's `restore`).
+    fn restore(&mut self, oid: Oid, data: Option<Bytes>, prev_txn: Option<Tid>) -> Result<()>;
+
+    /// Undoes transaction `tid` inside this one, returning the oids it
+    /// changes (ZODB's `undo`).
+    fn undo(&mut self, tid: Tid) -> Result<Vec<Oid>>;
+
+    /// Makes the transaction durable-but-undecided; returns the oids whose
+    /// conflicts were resolved (their data changed from what was stored).
+    fn vote(&mut self) -> Result<Vec<Oid>>;
+
+    /// Commits: the transaction becomes visible and durable; returns its tid.
+    fn finish(self: Box<Self>) -> Result<Tid>;
+
+    /// Abandons the transaction; nothing of it remains.
+    fn abort(self: Box<Self>);
+}
+
+/// Write access to a ZODB storage.
+pub trait WriteStorage: ReadStorage {
+    /// Begins a transaction. Only one runs at a time per storage (the
+    /// commit lock): this waits for the previous one to finish or abort.
+    fn tpc_begin(&self, meta: TxnMeta) -> Result<Box<dyn TpcTxn + '_>>;
+
+    /// Begins a transaction that keeps a given tid and status, for copying
+    /// a history (`copyTransactionsFrom`); `tid` must be later than the
+    /// last transaction.
+    fn tpc_begin_restore(
+        &self,
+        meta: TxnMeta,
+        tid: Tid,
+        status: TxnStatus,
+    ) -> Result<Box<dyn TpcTxn + '_>>;
+
+    /// `n` fresh oids (ZODB's `new_oid`, batched).
+    fn new_oids(&self, n: usize) -> Result<Vec<Oid>>;
+
+    /// Transactions that may be undone, newest first, from index `first`
+    /// up to (not including) `last` (ZODB's `undoLog(first, last)` with a
+    /// positive `last`).
+    fn undo_log(&self, first: usize, last: usize) -> Result<Vec<UndoEntry>>;
+
+    /// Removes history before `pack_time` (and, with `gc`, objects
+    /// unreachable from the root).
+    fn pack(&self, pack_time: Tid, gc: bool) -> Result<()>;
+
+    /// Installs the resolver consulted on write conflicts.
+    fn set_conflict_resolver(&self, resolver: Option<std::sync::Arc<dyn ConflictResolver>>);
 }
 
 /// A consistent read view of a storage as of one transaction: every load sees
