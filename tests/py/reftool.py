@@ -171,9 +171,10 @@ def prepare_zodbtools():
     import zodbtools.zodbinfo
     zodbtools.zodbdump.pickletools = SharedMemoPickletools()
     zodbtools.zodbanalyze.b = analyze_type_name
-    # `zodb info` formats ashex() with %s: master's bstr prints the bare hex
+    # `zodb info` and `zodb analyze` format ashex() with %s: master's bstr prints the bare hex
     # (as the Go zodbtools do); pygolang 0.1's bytes would print b'...'.
     zodbtools.zodbinfo.ashex = lambda s: s.hex()
+    zodbtools.zodbanalyze.ashex = lambda s: s.hex()
 
 
 def open_storage(path):

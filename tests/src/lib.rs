@@ -413,6 +413,27 @@ fn files_under(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// Every fixture database: ours (`history`, `packed`, `empty`) and, when
+/// present, the shared ones from the field (wendelin, zodbtools, fs1, btree).
+pub fn all_databases() -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let ours = project_fixtures();
+    for d in ["history", "packed", "empty"] {
+        out.push(ours.join(d).join("Data.fs"));
+    }
+    if let Some(shared) = shared_fixtures() {
+        for k in ["py2_pickle1", "py2_pickle2", "py2_pickle3", "py3_pickle3"] {
+            out.push(shared.join("wendelin").join(k).join("zblk.fs"));
+            for h in ["1", "1_nozext"] {
+                out.push(shared.join("zodbtools").join(h).join(k).join("data.fs"));
+            }
+        }
+        out.push(shared.join("fs1/1.fs"));
+        out.push(shared.join("btree/1.fs"));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -578,25 +599,4 @@ mod tests {
         }
         check_manifest("../../shared");
     }
-}
-
-/// Every fixture database: ours (`history`, `packed`, `empty`) and, when
-/// present, the shared ones from the field (wendelin, zodbtools, fs1, btree).
-pub fn all_databases() -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let ours = project_fixtures();
-    for d in ["history", "packed", "empty"] {
-        out.push(ours.join(d).join("Data.fs"));
-    }
-    if let Some(shared) = shared_fixtures() {
-        for k in ["py2_pickle1", "py2_pickle2", "py2_pickle3", "py3_pickle3"] {
-            out.push(shared.join("wendelin").join(k).join("zblk.fs"));
-            for h in ["1", "1_nozext"] {
-                out.push(shared.join("zodbtools").join(h).join(k).join("data.fs"));
-            }
-        }
-        out.push(shared.join("fs1/1.fs"));
-        out.push(shared.join("btree/1.fs"));
-    }
-    out
 }

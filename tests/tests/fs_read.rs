@@ -19,7 +19,11 @@ fn tid(t: Tid) -> Value {
 
 /// The name reftool gives Python's exception for our error.
 fn error(e: &StorageError) -> Value {
-    let name = if e.is_pos_key_error() { "POSKeyError" } else { "Error" };
+    let name = if e.is_pos_key_error() {
+        "POSKeyError"
+    } else {
+        "Error"
+    };
     json!({ "error": name })
 }
 
@@ -154,12 +158,17 @@ fn first_difference(a: &Value, b: &Value, at: &str) -> Option<String> {
                     return Some(d);
                 }
             }
-            (x.len() != y.len()).then(|| format!("{at}: python has {} items, ours {}", x.len(), y.len()))
+            (x.len() != y.len())
+                .then(|| format!("{at}: python has {} items, ours {}", x.len(), y.len()))
         }
         _ => (a != b).then(|| {
             let s = |v: &Value| {
                 let t = v.to_string();
-                if t.len() > 200 { format!("{}...", &t[..200]) } else { t }
+                if t.len() > 200 {
+                    format!("{}...", &t[..200])
+                } else {
+                    t
+                }
             };
             format!("{at}: python {}, ours {}", s(a), s(b))
         }),
