@@ -54,7 +54,10 @@ impl DataFile {
     /// Bytes from any backend (an in-memory image for tests and fuzzing),
     /// named `path` in messages.
     pub fn from_backend(path: impl AsRef<Path>, data: Box<dyn Backend>) -> DataFile {
-        DataFile { path: path.as_ref().to_owned(), data }
+        DataFile {
+            path: path.as_ref().to_owned(),
+            data,
+        }
     }
 
     /// The file's path.

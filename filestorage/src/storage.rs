@@ -87,7 +87,11 @@ impl FileStorage {
     }
 
     /// Opens an already opened [`DataFile`] (any backend) read-only.
-    pub fn open_file(file: DataFile, opts: &OpenOptions, progress: &mut dyn FnMut(u64, u64)) -> Result<FileStorage> {
+    pub fn open_file(
+        file: DataFile,
+        opts: &OpenOptions,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<FileStorage> {
         let size = file.size();
         let path = file.path().to_owned();
         let r = file.reader();

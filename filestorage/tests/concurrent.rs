@@ -15,7 +15,12 @@ fn parallel_readers_agree_with_a_single_reader() {
     let at = Tid(fs.last_transaction().0 - (1 << 32));
     let expect: Vec<_> = oids
         .iter()
-        .map(|&o| (fs.load(o).map_err(|e| e.to_string()), fs.load_before(o, at).map_err(|e| e.to_string())))
+        .map(|&o| {
+            (
+                fs.load(o).map_err(|e| e.to_string()),
+                fs.load_before(o, at).map_err(|e| e.to_string()),
+            )
+        })
         .collect();
     let expect = Arc::new(expect);
     let threads: Vec<_> = (0..8)
@@ -28,7 +33,10 @@ fn parallel_readers_agree_with_a_single_reader() {
                     for k in 0..n {
                         let i = (k * (2 * t + 1) + round) % n;
                         let o = oids[i];
-                        let got = (fs.load(o).map_err(|e| e.to_string()), fs.load_before(o, at).map_err(|e| e.to_string()));
+                        let got = (
+                            fs.load(o).map_err(|e| e.to_string()),
+                            fs.load_before(o, at).map_err(|e| e.to_string()),
+                        );
                         assert_eq!(got, expect[i], "thread {t} oid {o}");
                     }
                 }
