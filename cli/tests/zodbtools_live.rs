@@ -35,7 +35,11 @@ fn dump(
         &fs,
         min,
         max,
-        DumpOptions { hash_only, pretty, ..DumpOptions::default() },
+        DumpOptions {
+            hash_only,
+            pretty,
+            ..DumpOptions::default()
+        },
         &mut out,
         &mut |_| {},
     )
