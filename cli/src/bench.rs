@@ -112,7 +112,7 @@ pub fn bench_fs(
     let size = fs.end_pos() as f64;
     let records = fs.open_report().scan.record_count as f64;
 
-    let oids: Vec<Oid> = fs.index().iter().map(|(o, _)| o).collect();
+    let oids: Vec<Oid> = fs.oids().into_iter().map(|(o, _)| o).collect();
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let sample: Vec<Oid> = (0..loads)
         .map(|_| oids[(rng.next() % oids.len() as u64) as usize])

@@ -213,6 +213,8 @@ pub struct UndoEntry {
     pub txn: TxnInfo,
     /// The opaque id ZODB hands out: base64 of the tid without newline.
     pub id: Vec<u8>,
+    /// The transaction record's length, as ZODB reports `size`.
+    pub size: u64,
 }
 
 /// A two-phase commit in progress (ZODB's `tpc_*` calls on a storage).

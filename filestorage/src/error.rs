@@ -63,6 +63,15 @@ pub enum Error {
         /// What is wrong.
         problem: crate::index_file::IndexFileProblem,
     },
+    /// The `.lock` could not be taken: another process is writing.
+    #[error(transparent)]
+    Lock(#[from] crate::lock::LockError),
+    /// A write was attempted on a storage opened read-only.
+    #[error("{}: opened read-only", path.display())]
+    ReadOnly {
+        /// The Data.fs.
+        path: PathBuf,
+    },
     /// A position beyond what the index format can hold (256 TiB).
     #[error("{}: data record at offset {pos} is beyond the 48-bit positions an index can hold", path.display())]
     TooLarge {
@@ -78,6 +87,9 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl From<Error> for zodb_core::StorageError {
     fn from(e: Error) -> zodb_core::StorageError {
-        zodb_core::StorageError::Backend(Box::new(e))
+        match e {
+            Error::ReadOnly { .. } => zodb_core::StorageError::ReadOnly,
+            e => zodb_core::StorageError::Backend(Box::new(e)),
+        }
     }
 }

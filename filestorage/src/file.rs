@@ -27,8 +27,8 @@ pub enum BackendKind {
 /// The bytes of a Data.fs as they were when opened.
 #[derive(Debug)]
 pub struct DataFile {
-    path: PathBuf,
-    data: Box<dyn Backend>,
+    path: Arc<Path>,
+    data: Arc<dyn Backend>,
 }
 
 impl DataFile {
@@ -42,20 +42,23 @@ impl DataFile {
         };
         let file = File::open(&path).map_err(|e| io("open", e))?;
         let size = file.metadata().map_err(|e| io("stat", e))?.len();
-        let data: Box<dyn Backend> = match kind {
+        let data: Arc<dyn Backend> = match kind {
             BackendKind::Mmap => {
-                Box::new(MmapBackend::map(&file, size).map_err(|e| io("mmap", e))?)
+                Arc::new(MmapBackend::map(&file, size).map_err(|e| io("mmap", e))?)
             }
-            BackendKind::Pread => Box::new(FileBackend::new(Arc::new(file), size)),
+            BackendKind::Pread => Arc::new(FileBackend::new(Arc::new(file), size)),
         };
-        Ok(DataFile { path, data })
+        Ok(DataFile {
+            path: path.into(),
+            data,
+        })
     }
 
     /// Bytes from any backend (an in-memory image for tests and fuzzing),
     /// named `path` in messages.
-    pub fn from_backend(path: impl AsRef<Path>, data: Box<dyn Backend>) -> DataFile {
+    pub fn from_backend(path: impl AsRef<Path>, data: Arc<dyn Backend>) -> DataFile {
         DataFile {
-            path: path.as_ref().to_owned(),
+            path: path.as_ref().into(),
             data,
         }
     }
@@ -75,14 +78,19 @@ impl DataFile {
         self.data.as_ref()
     }
 
+    /// The backend, shared.
+    pub fn shared_backend(&self) -> Arc<dyn Backend> {
+        self.data.clone()
+    }
+
     /// Typed reads of the whole file.
-    pub fn reader(&self) -> Reader<'_> {
-        Reader::new(self.data.as_ref(), &self.path, self.size())
+    pub fn reader(&self) -> Reader {
+        Reader::new(self.data.clone(), self.path.clone(), self.size())
     }
 
     /// Typed reads of the first `end` bytes.
-    pub fn reader_to(&self, end: u64) -> Reader<'_> {
-        Reader::new(self.data.as_ref(), &self.path, end)
+    pub fn reader_to(&self, end: u64) -> Reader {
+        Reader::new(self.data.clone(), self.path.clone(), end)
     }
 
     /// The magic; `None` for an empty file.
@@ -92,4 +100,12 @@ impl DataFile {
         }
         self.reader().magic().map(Some)
     }
+}
+
+/// `Data.fs` + `suffix`: the names of ZODB's companion files (`.index`,
+/// `.lock`, `.tmp`, `.trN`, `.pack`, `.old`).
+pub fn sibling(path: &Path, suffix: &str) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(suffix);
+    PathBuf::from(s)
 }

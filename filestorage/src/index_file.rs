@@ -27,9 +27,7 @@ use crate::reader::Reader;
 
 /// `Data.fs` → `Data.fs.index`.
 pub fn index_path(data_fs: &Path) -> PathBuf {
-    let mut s = data_fs.as_os_str().to_owned();
-    s.push(".index");
-    PathBuf::from(s)
+    crate::file::sibling(data_fs, ".index")
 }
 
 /// How thoroughly a saved index is checked before it is used.
@@ -194,7 +192,7 @@ pub fn parse(bytes: &Bytes) -> Result<(u64, FsIndex), IndexFileProblem> {
 /// ZODB's `_check_sanity`: walks back from `pos` over empty and `u`
 /// transactions to the last non-empty one and checks its first records
 /// against the index. Returns the tid of the transaction just before `pos`.
-pub fn check_sanity(r: &Reader<'_>, index: &FsIndex, pos: u64) -> Result<Tid, IndexFileProblem> {
+pub fn check_sanity(r: &Reader, index: &FsIndex, pos: u64) -> Result<Tid, IndexFileProblem> {
     let size = r.end();
     if pos < 100 || size < pos {
         return Err(IndexFileProblem::BadPos { pos, size });
@@ -270,14 +268,14 @@ pub fn check_sanity(r: &Reader<'_>, index: &FsIndex, pos: u64) -> Result<Tid, In
 /// transactions, the newest record of every oid met must be where the index
 /// says; if that covers the whole file, the index must hold no other oid.
 pub fn verify_tail(
-    r: &Reader<'_>,
+    r: &Reader,
     index: &FsIndex,
     pos: u64,
     txns: usize,
 ) -> Result<(), IndexFileProblem> {
-    let limited = Reader::new(r.backend(), r.path(), pos);
+    let limited = r.with_end(pos);
     let mut seen = std::collections::HashSet::new();
-    let mut cursor = crate::iter::TxnRevCursor::new(limited, pos);
+    let mut cursor = crate::iter::TxnRevCursor::new(limited.clone(), pos);
     let mismatch = |e: crate::Error| IndexFileProblem::Mismatch(e.to_string());
     let mut remaining = txns;
     let covered_all = loop {
@@ -287,7 +285,7 @@ pub fn verify_tail(
         }
         remaining -= 1;
         let t = t.map_err(mismatch)?;
-        for rec in DataCursor::new(limited, &t) {
+        for rec in DataCursor::new(limited.clone(), &t) {
             let rec = rec.map_err(mismatch)?;
             let oid = rec.header.oid;
             if !seen.insert(oid) {
@@ -324,7 +322,7 @@ pub fn verify_tail(
 /// Loads `index_path` and checks it against the file `r` reads, as ZODB's
 /// `_restore_index` does. Any problem is a reason to rebuild.
 pub fn load_checked(
-    r: &Reader<'_>,
+    r: &Reader,
     index_path: &Path,
     check: IndexCheck,
 ) -> Result<SavedIndex, RebuildReason> {

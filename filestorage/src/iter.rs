@@ -85,7 +85,7 @@ impl DataRecordAt {
 }
 
 /// Reads and checks the transaction at `pos`: header, strings and trailer.
-pub fn read_txn(r: &Reader<'_>, pos: u64) -> Result<TxnRecord> {
+pub fn read_txn(r: &Reader, pos: u64) -> Result<TxnRecord> {
     let header = r.txn_header(pos)?;
     header
         .check()
@@ -126,17 +126,17 @@ pub fn read_txn(r: &Reader<'_>, pos: u64) -> Result<TxnRecord> {
 
 /// Forward cursor over transactions.
 #[derive(Debug, Clone)]
-pub struct TxnCursor<'a> {
-    r: Reader<'a>,
+pub struct TxnCursor {
+    r: Reader,
     pos: u64,
     stop: Option<Tid>,
     done: bool,
 }
 
-impl<'a> TxnCursor<'a> {
+impl TxnCursor {
     /// Transactions from `pos` (4: the first) to the reader's end, stopping
     /// after the last one with tid ≤ `stop`.
-    pub fn new(r: Reader<'a>, pos: u64, stop: Option<Tid>) -> TxnCursor<'a> {
+    pub fn new(r: Reader, pos: u64, stop: Option<Tid>) -> TxnCursor {
         TxnCursor {
             r,
             pos,
@@ -165,7 +165,7 @@ impl<'a> TxnCursor<'a> {
     }
 }
 
-impl Iterator for TxnCursor<'_> {
+impl Iterator for TxnCursor {
     type Item = Result<TxnRecord>;
 
     fn next(&mut self) -> Option<Result<TxnRecord>> {
@@ -201,16 +201,16 @@ impl Iterator for TxnCursor<'_> {
 /// Backward cursor over transactions, following the redundant lengths from
 /// the end (as `fstail`).
 #[derive(Debug, Clone)]
-pub struct TxnRevCursor<'a> {
-    r: Reader<'a>,
+pub struct TxnRevCursor {
+    r: Reader,
     /// Position just after the next transaction to return.
     pos: u64,
     done: bool,
 }
 
-impl<'a> TxnRevCursor<'a> {
+impl TxnRevCursor {
     /// Transactions ending at or before `end`, newest first.
-    pub fn new(r: Reader<'a>, end: u64) -> TxnRevCursor<'a> {
+    pub fn new(r: Reader, end: u64) -> TxnRevCursor {
         TxnRevCursor {
             r,
             pos: end,
@@ -219,7 +219,7 @@ impl<'a> TxnRevCursor<'a> {
     }
 }
 
-impl Iterator for TxnRevCursor<'_> {
+impl Iterator for TxnRevCursor {
     type Item = Result<TxnRecord>;
 
     fn next(&mut self) -> Option<Result<TxnRecord>> {
@@ -257,17 +257,17 @@ impl Iterator for TxnRevCursor<'_> {
 
 /// Cursor over the data records of one transaction.
 #[derive(Debug, Clone)]
-pub struct DataCursor<'a> {
-    r: Reader<'a>,
+pub struct DataCursor {
+    r: Reader,
     tpos: u64,
     tend: u64,
     pos: u64,
     done: bool,
 }
 
-impl<'a> DataCursor<'a> {
+impl DataCursor {
     /// The data records of `txn`.
-    pub fn new(r: Reader<'a>, txn: &TxnRecord) -> DataCursor<'a> {
+    pub fn new(r: Reader, txn: &TxnRecord) -> DataCursor {
         DataCursor {
             r,
             tpos: txn.pos,
@@ -298,7 +298,7 @@ impl<'a> DataCursor<'a> {
     }
 }
 
-impl Iterator for DataCursor<'_> {
+impl Iterator for DataCursor {
     type Item = Result<DataRecordAt>;
 
     fn next(&mut self) -> Option<Result<DataRecordAt>> {

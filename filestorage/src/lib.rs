@@ -19,12 +19,14 @@
 //! ```
 
 pub mod backend;
+pub mod commit;
 mod error;
 pub mod file;
 pub mod format;
 pub mod index;
 pub mod index_file;
 pub mod iter;
+pub mod lock;
 pub mod reader;
 pub mod scan;
 pub mod storage;

@@ -6,6 +6,7 @@
 //! file, the offset and the record, so callers stay free of bounds logic.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use zodb_core::Oid;
@@ -32,22 +33,26 @@ impl DataRec {
     }
 }
 
-/// Bounded, typed access to the records of one file.
-#[derive(Clone, Copy, Debug)]
-pub struct Reader<'a> {
-    data: &'a dyn Backend,
-    path: &'a Path,
+/// Bounded, typed access to the records of one file. Cheap to clone: it
+/// shares the backend, so cursors built on it outlive any lock that
+/// produced them, and keep reading the bytes they started on.
+#[derive(Clone, Debug)]
+pub struct Reader {
+    data: Arc<dyn Backend>,
+    path: Arc<Path>,
     end: u64,
 }
 
-impl<'a> Reader<'a> {
+impl Reader {
     /// Reads of `data` (the file at `path`) below `end`.
-    pub fn new(data: &'a dyn Backend, path: &'a Path, end: u64) -> Reader<'a> {
-        Reader {
-            data,
-            path,
-            end: end.min(data.len()),
-        }
+    pub fn new(data: Arc<dyn Backend>, path: Arc<Path>, end: u64) -> Reader {
+        let end = end.min(data.len());
+        Reader { data, path, end }
+    }
+
+    /// The same bytes, bounded at `end` instead.
+    pub fn with_end(&self, end: u64) -> Reader {
+        Reader::new(self.data.clone(), self.path.clone(), end)
     }
 
     /// The end of the readable area.
@@ -56,19 +61,19 @@ impl<'a> Reader<'a> {
     }
 
     /// The file's path, for messages.
-    pub fn path(&self) -> &'a Path {
-        self.path
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
     /// The backend.
-    pub fn backend(&self) -> &'a dyn Backend {
-        self.data
+    pub fn backend(&self) -> &dyn Backend {
+        self.data.as_ref()
     }
 
     /// An [`Error::Corrupt`] for this file.
     pub fn corrupt(&self, pos: u64, record: RecordKind, problem: Problem) -> Error {
         Error::Corrupt {
-            path: self.path.to_owned(),
+            path: self.path.to_path_buf(),
             pos,
             record,
             problem,
@@ -98,7 +103,7 @@ impl<'a> Reader<'a> {
 
     fn io(&self, source: std::io::Error) -> Error {
         Error::Io {
-            path: self.path.to_owned(),
+            path: self.path.to_path_buf(),
             op: "read",
             source,
         }

@@ -119,7 +119,7 @@ const PROGRESS_STEP: u64 = 16 << 20;
 /// `ltid` is the tid of the transaction before `start` (zero at 4).
 /// `progress` is called with the current position now and then.
 pub fn scan(
-    r: &Reader<'_>,
+    r: &Reader,
     start: u64,
     ltid: Tid,
     index: &mut FsIndex,
@@ -295,7 +295,7 @@ pub fn scan(
 /// starts after `pos` and is later than `tid`: the evidence that a
 /// transaction at `pos` which looks unfinished is damage, not a crashed tail.
 /// Returns that transaction's position.
-fn committed_after(r: &Reader<'_>, pos: u64, tid: Tid) -> Option<u64> {
+fn committed_after(r: &Reader, pos: u64, tid: Tid) -> Option<u64> {
     let size = r.end();
     let rtl = r
         .u64_at(size.checked_sub(TXN_TRAILER_LEN)?, RecordKind::Transaction)
@@ -309,7 +309,7 @@ fn committed_after(r: &Reader<'_>, pos: u64, tid: Tid) -> Option<u64> {
         .then_some(tpos)
 }
 
-fn check_trailer(r: &Reader<'_>, tend: u64, tlen: u64) -> Result<()> {
+fn check_trailer(r: &Reader, tend: u64, tlen: u64) -> Result<()> {
     let trailer = r.u64_at(tend, RecordKind::Transaction)?;
     if trailer != tlen {
         return Err(r.corrupt(

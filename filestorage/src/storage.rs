@@ -1,29 +1,49 @@
-//! The FileStorage engine (read side): open a Data.fs, build or load its
-//! index, and answer ZODB's read API from it.
+//! The FileStorage engine: open a Data.fs (read-only, or read-write with
+//! ZODB's lock and crash recovery), build or load its index, and answer
+//! ZODB's read API; the write side lives in [`crate::commit`].
 //!
-//! All reads go through the backend at explicit positions and the index is
-//! immutable once open, so `&FileStorage` is shared by any number of reader
-//! threads with no lock at all.
+//! Concurrency: the committed state (index, end of data, last tid, the
+//! mapping) sits behind one `RwLock` that readers hold only to find a
+//! position and clone the mapping's handle; the bytes are then read with no
+//! lock, because committed bytes never change. A commit takes the write
+//! lock only to merge its few index entries. Writers are serialised by the
+//! commit lock (one transaction at a time, as in ZODB).
 
+use std::fs::File;
 use std::path::Path;
+use std::sync::{Arc, Condvar, Mutex, PoisonError, RwLock, RwLockReadGuard};
 
 use bytes::Bytes;
 use zodb_core::notify::{CommitHub, CommitWatch};
-use zodb_core::storage::{DataRecord, HistoryEntry, Revision, Transaction, TxnIter};
+use zodb_core::storage::{
+    ConflictResolver, DataRecord, HistoryEntry, Revision, Transaction, TxnIter,
+};
 use zodb_core::{Oid, ReadStorage, StorageError, Tid};
 
-use crate::error::{RecordKind, Result};
+use crate::backend::{Backend, FileBackend, MmapBackend};
+use crate::error::{Error, RecordKind, Result};
 use crate::file::{BackendKind, DataFile};
 use crate::format::{MAGIC_LEN, Magic, Problem};
 use crate::index::FsIndex;
-use crate::index_file::{self, IndexCheck, IndexOrigin};
+use crate::index_file::{self, IndexCheck, IndexOrigin, RebuildReason};
 use crate::iter::{DataCursor, DataRecordAt, TxnCursor, TxnRecord, TxnRevCursor, read_txn};
-use crate::reader::Reader;
-use crate::scan::{self, ScanOutcome};
+use crate::lock::LockFile;
+use crate::reader::{DataRec, Reader};
+use crate::scan::{self, ScanOutcome, Tail};
 
 /// Options for [`FileStorage::open`].
 #[derive(Clone, Debug)]
 pub struct OpenOptions {
+    /// Open without writing anything, ever (the default: tools must not
+    /// disturb a database). A read-write open takes the `.lock`, recovers a
+    /// crashed tail and may create the file.
+    pub read_only: bool,
+    /// Read-write only: start a new, empty storage even if the file exists
+    /// (ZODB's `create=True`).
+    pub create: bool,
+    /// The magic of a file created here: `FS30` (default), or `FS21` for a
+    /// database Python 2 programs must open.
+    pub new_magic: Magic,
     /// Use `Data.fs.index` when it is valid (default), or always rescan.
     pub use_index: bool,
     /// How thoroughly to check a saved index before trusting it.
@@ -35,6 +55,9 @@ pub struct OpenOptions {
 impl Default for OpenOptions {
     fn default() -> OpenOptions {
         OpenOptions {
+            read_only: true,
+            create: false,
+            new_magic: Magic::Fs30,
             use_index: true,
             index_check: IndexCheck::Zodb,
             backend: BackendKind::Mmap,
@@ -42,26 +65,140 @@ impl Default for OpenOptions {
     }
 }
 
-/// What opening found: where the index came from and what the scan saw.
+impl OpenOptions {
+    /// Options for a read-write open (everything else default).
+    pub fn read_write() -> OpenOptions {
+        OpenOptions {
+            read_only: false,
+            ..OpenOptions::default()
+        }
+    }
+}
+
+/// What opening found: where the index came from, what the scan saw, and
+/// what recovery did.
 #[derive(Clone, Debug)]
 pub struct OpenReport {
     /// Loaded from `.index`, or rebuilt (and why).
     pub index: IndexOrigin,
     /// The scan from the index's saved position (or from the start).
     pub scan: ScanOutcome,
+    /// Read-write opens only: the crashed tail that was cut off, and the
+    /// `.trN` file its bytes were saved to (none for a short header, which
+    /// ZODB also drops without a copy).
+    pub recovered: Option<Recovered>,
 }
 
-/// A FileStorage opened read-only.
+/// A tail removed by crash recovery.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Recovered {
+    /// Where the file was truncated.
+    pub pos: u64,
+    /// How many bytes were removed.
+    pub len: u64,
+    /// The `Data.fs.trN` holding them.
+    pub saved_to: Option<std::path::PathBuf>,
+}
+
+/// The committed state readers see.
 #[derive(Debug)]
-pub struct FileStorage {
-    file: DataFile,
-    magic: Option<Magic>,
-    index: FsIndex,
+pub(crate) struct Committed {
+    pub(crate) index: FsIndex,
     /// End of the last committed transaction.
-    end: u64,
-    last_tid: Tid,
+    pub(crate) end: u64,
+    pub(crate) last_tid: Tid,
+    /// The bytes: a mapping (or pread) window at least `end` long.
+    pub(crate) data: Arc<dyn Backend>,
+}
+
+/// The commit lock: one transaction at a time. A flag and a condition
+/// variable rather than a mutex guard, so that the transaction holding it
+/// can move between threads (a ZEO server votes and finishes on different
+/// tasks).
+#[derive(Debug, Default)]
+pub(crate) struct CommitLock {
+    busy: Mutex<bool>,
+    freed: Condvar,
+}
+
+impl CommitLock {
+    pub(crate) fn acquire(&self) {
+        let mut busy = self.busy.lock().unwrap_or_else(PoisonError::into_inner);
+        while *busy {
+            busy = self
+                .freed
+                .wait(busy)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+        *busy = true;
+    }
+
+    pub(crate) fn release(&self) {
+        *self.busy.lock().unwrap_or_else(PoisonError::into_inner) = false;
+        self.freed.notify_one();
+    }
+}
+
+/// What only a read-write storage has.
+#[derive(Debug)]
+pub(crate) struct Writer {
+    pub(crate) file: Arc<File>,
+    pub(crate) _lock: LockFile,
+    pub(crate) commit: CommitLock,
+    /// The last tid handed out or seen (including a crashed tail's): new
+    /// tids must be later.
+    pub(crate) clock: Mutex<Tid>,
+    /// The largest oid stored or handed out.
+    pub(crate) max_oid: Mutex<Oid>,
+    pub(crate) backend: BackendKind,
+}
+
+/// A ZODB FileStorage.
+pub struct FileStorage {
+    pub(crate) path: Arc<Path>,
+    pub(crate) magic: Magic,
+    pub(crate) state: RwLock<Committed>,
+    pub(crate) writer: Option<Writer>,
     report: OpenReport,
-    hub: CommitHub,
+    pub(crate) hub: CommitHub,
+    pub(crate) resolver: RwLock<Option<Arc<dyn ConflictResolver>>>,
+}
+
+impl std::fmt::Debug for FileStorage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FileStorage")
+            .field("path", &self.path)
+            .field("magic", &self.magic)
+            .field("read_only", &self.writer.is_none())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Virtual size of the mapping of a writable file: room to grow without
+/// remapping on every commit (address space only; nothing is committed).
+fn map_window(size: u64) -> u64 {
+    (size + (256 << 20)).next_power_of_two()
+}
+
+/// A new window over a writable file that has grown to `end`.
+pub(crate) fn remap(
+    file: &Arc<File>,
+    kind: BackendKind,
+    end: u64,
+    path: &Path,
+) -> Result<Arc<dyn Backend>> {
+    map(file, kind, map_window(end), path)
+}
+
+fn map(file: &Arc<File>, kind: BackendKind, len: u64, path: &Path) -> Result<Arc<dyn Backend>> {
+    Ok(match kind {
+        BackendKind::Mmap => Arc::new(MmapBackend::map(file, len).map_err(|source| Error::Io {
+            path: path.to_owned(),
+            op: "mmap",
+            source,
+        })?),
+        BackendKind::Pread => Arc::new(FileBackend::new(file.clone(), len)),
+    })
 }
 
 impl FileStorage {
@@ -70,9 +207,10 @@ impl FileStorage {
         FileStorage::open(path, &OpenOptions::default())
     }
 
-    /// Opens `path` read-only. Nothing on disk is created or changed: a
-    /// missing or stale `.index` is rebuilt in memory only, and a voted or
-    /// torn tail is ignored (a read-write open would recover it).
+    /// Opens `path` as `opts` say. Read-only (the default) changes nothing
+    /// on disk: a missing or stale `.index` is rebuilt in memory only, and a
+    /// crashed tail is ignored. Read-write takes the lock, recovers the tail
+    /// like ZODB (its bytes saved to `.trN`), and creates a missing file.
     pub fn open(path: impl AsRef<Path>, opts: &OpenOptions) -> Result<FileStorage> {
         FileStorage::open_with_progress(path, opts, &mut |_, _| {})
     }
@@ -83,7 +221,21 @@ impl FileStorage {
         opts: &OpenOptions,
         progress: &mut dyn FnMut(u64, u64),
     ) -> Result<FileStorage> {
-        FileStorage::open_file(DataFile::open(path, opts.backend)?, opts, progress)
+        if opts.read_only {
+            if opts.create {
+                return Err(Error::Io {
+                    path: path.as_ref().to_owned(),
+                    op: "open",
+                    source: std::io::Error::new(
+                        std::io::ErrorKind::InvalidInput,
+                        "can't create a read-only file",
+                    ),
+                });
+            }
+            FileStorage::open_file(DataFile::open(path, opts.backend)?, opts, progress)
+        } else {
+            FileStorage::open_writable(path.as_ref(), opts, progress)
+        }
     }
 
     /// Opens an already opened [`DataFile`] (any backend) read-only.
@@ -93,91 +245,111 @@ impl FileStorage {
         progress: &mut dyn FnMut(u64, u64),
     ) -> Result<FileStorage> {
         let size = file.size();
-        let path = file.path().to_owned();
         let r = file.reader();
-        let magic = if size == 0 { None } else { Some(r.magic()?) };
-
-        let mut index = FsIndex::new();
-        let (origin, start, ltid) = if size == 0 {
-            (
-                IndexOrigin::Rebuilt {
-                    reason: index_file::RebuildReason::EmptyFile,
-                },
-                MAGIC_LEN,
-                Tid::ZERO,
-            )
-        } else if opts.use_index {
-            match index_file::load_checked(&r, &index_file::index_path(&path), opts.index_check) {
-                Ok(saved) => {
-                    let origin = IndexOrigin::Loaded { pos: saved.pos };
-                    index = saved.index;
-                    (origin, saved.pos, saved.ltid)
-                }
-                Err(reason) => (IndexOrigin::Rebuilt { reason }, MAGIC_LEN, Tid::ZERO),
-            }
-        } else {
-            (
-                IndexOrigin::Rebuilt {
-                    reason: index_file::RebuildReason::NotRequested,
-                },
-                MAGIC_LEN,
-                Tid::ZERO,
-            )
-        };
-        let outcome = if size == 0 {
-            ScanOutcome {
-                end: MAGIC_LEN,
-                last_tid: Tid::ZERO,
-                max_tid: Tid::ZERO,
-                txn_count: 0,
-                record_count: 0,
-                tail: scan::Tail::Clean,
-                warnings: Vec::new(),
-            }
-        } else {
-            scan::scan(&r, start, ltid, &mut index, &mut |pos| progress(pos, size))?
-        };
-        if matches!(origin, IndexOrigin::Rebuilt { .. }) {
-            index.shrink_to_fit();
-        }
+        let magic = if size == 0 { Magic::Fs30 } else { r.magic()? };
+        let (index, report) = load_index(&r, opts, progress)?;
         Ok(FileStorage {
+            path: file.path().into(),
             magic,
-            end: outcome.end,
-            last_tid: outcome.last_tid,
-            report: OpenReport {
-                index: origin,
-                scan: outcome,
-            },
-            file,
-            index,
+            state: RwLock::new(Committed {
+                index,
+                end: report.scan.end,
+                last_tid: report.scan.last_tid,
+                data: file.shared_backend(),
+            }),
+            writer: None,
+            report,
             hub: CommitHub::new(),
+            resolver: RwLock::new(None),
         })
+    }
+
+    fn open_writable(
+        path: &Path,
+        opts: &OpenOptions,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<FileStorage> {
+        let io = |op, source| Error::Io {
+            path: path.to_owned(),
+            op,
+            source,
+        };
+        let lock = LockFile::lock(crate::file::sibling(path, ".lock")).map_err(Error::Lock)?;
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(opts.create)
+            .open(path)
+            .map_err(|e| io("open", e))?;
+        let file = Arc::new(file);
+        let mut size = file.metadata().map_err(|e| io("stat", e))?.len();
+        if size == 0 {
+            use std::os::unix::fs::FileExt;
+            file.write_all_at(opts.new_magic.as_bytes(), 0)
+                .map_err(|e| io("write", e))?;
+            file.sync_all().map_err(|e| io("fsync", e))?;
+            size = MAGIC_LEN;
+        }
+        let data = map(&file, opts.backend, map_window(size), path)?;
+        let path: Arc<Path> = path.into();
+        let r = Reader::new(data.clone(), path.clone(), size);
+        let magic = r.magic()?;
+        let (index, mut report) = load_index(&r, opts, progress)?;
+        if let Some(pos) = report.scan.tail.pos() {
+            report.recovered = Some(crate::commit::truncate_tail(
+                &file,
+                &path,
+                pos,
+                size,
+                &report.scan.tail,
+            )?);
+        }
+        let max_oid = index.max_oid().unwrap_or(Oid(0));
+        let clock = report.scan.max_tid.max(report.scan.last_tid);
+        let fs = FileStorage {
+            path,
+            magic,
+            state: RwLock::new(Committed {
+                index,
+                end: report.scan.end,
+                last_tid: report.scan.last_tid,
+                data,
+            }),
+            writer: Some(Writer {
+                file,
+                _lock: lock,
+                commit: CommitLock::default(),
+                clock: Mutex::new(clock),
+                max_oid: Mutex::new(max_oid),
+                backend: opts.backend,
+            }),
+            report,
+            hub: CommitHub::new(),
+            resolver: RwLock::new(None),
+        };
+        Ok(fs)
     }
 
     /// The Data.fs path.
     pub fn path(&self) -> &Path {
-        self.file.path()
+        &self.path
     }
 
-    /// The underlying file.
-    pub fn file(&self) -> &DataFile {
-        &self.file
-    }
-
-    /// The file's magic (`None` for an empty file).
-    pub fn magic(&self) -> Option<Magic> {
+    /// The file's magic (`FS30` for a read-only empty file).
+    pub fn magic(&self) -> Magic {
         self.magic
+    }
+
+    /// Whether this storage refuses writes.
+    pub fn is_read_only(&self) -> bool {
+        self.writer.is_none()
     }
 
     /// End of the last committed transaction: the storage's size as ZODB's
     /// `getSize()` reports it.
     pub fn end_pos(&self) -> u64 {
-        self.end
-    }
-
-    /// The in-memory index.
-    pub fn index(&self) -> &FsIndex {
-        &self.index
+        self.read_state().end
     }
 
     /// What opening found.
@@ -185,9 +357,42 @@ impl FileStorage {
         &self.report
     }
 
+    pub(crate) fn read_state(&self) -> RwLockReadGuard<'_, Committed> {
+        self.state.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Runs `f` on the index. Do not call other methods of this storage
+    /// from `f`: a commit waiting for the index would deadlock with it.
+    pub fn with_index<R>(&self, f: impl FnOnce(&FsIndex) -> R) -> R {
+        f(&self.read_state().index)
+    }
+
+    /// Every (oid, position of its current record), in oid order: a
+    /// snapshot of the index.
+    pub fn oids(&self) -> Vec<(Oid, u64)> {
+        self.with_index(|ix| ix.iter().collect())
+    }
+
+    /// Position of the oid's current record.
+    pub fn current_pos(&self, oid: Oid) -> Option<u64> {
+        self.with_index(|ix| ix.get(oid))
+    }
+
     /// Typed access to the committed records.
-    pub fn reader(&self) -> Reader<'_> {
-        self.file.reader_to(self.end)
+    pub fn reader(&self) -> Reader {
+        let st = self.read_state();
+        Reader::new(st.data.clone(), self.path.clone(), st.end)
+    }
+
+    /// The current record's position and a reader that includes it, taken
+    /// together so that a concurrent commit cannot separate them.
+    fn locate(&self, oid: Oid) -> Result<(u64, Reader), StorageError> {
+        let st = self.read_state();
+        let pos = st
+            .index
+            .get(oid)
+            .ok_or(StorageError::NoSuchObject { oid })?;
+        Ok((pos, Reader::new(st.data.clone(), self.path.clone(), st.end)))
     }
 
     /// The transaction record at `pos`, checked.
@@ -196,34 +401,25 @@ impl FileStorage {
     }
 
     /// Committed transactions, oldest first.
-    pub fn txns(&self) -> TxnCursor<'_> {
+    pub fn txns(&self) -> TxnCursor {
         TxnCursor::new(self.reader(), MAGIC_LEN, None)
     }
 
     /// Committed transactions, newest first.
-    pub fn txns_rev(&self) -> TxnRevCursor<'_> {
-        TxnRevCursor::new(self.reader(), self.end)
+    pub fn txns_rev(&self) -> TxnRevCursor {
+        let r = self.reader();
+        let end = r.end();
+        TxnRevCursor::new(r, end)
     }
 
     /// The data records of a transaction.
-    pub fn data_records(&self, txn: &TxnRecord) -> DataCursor<'_> {
+    pub fn data_records(&self, txn: &TxnRecord) -> DataCursor {
         DataCursor::new(self.reader(), txn)
-    }
-
-    fn current_pos(&self, oid: Oid) -> Result<u64, StorageError> {
-        self.index
-            .get(oid)
-            .ok_or(StorageError::NoSuchObject { oid })
     }
 
     /// The data of a record: inline, through its back pointers, or
     /// `NoData` when the record says the object does not exist.
-    fn record_data(
-        &self,
-        r: &Reader<'_>,
-        pos: u64,
-        rec: &crate::reader::DataRec,
-    ) -> Result<Bytes, StorageError> {
+    pub(crate) fn record_data(r: &Reader, pos: u64, rec: &DataRec) -> Result<Bytes, StorageError> {
         let oid = rec.header.oid;
         if rec.has_data() {
             return Ok(r.pickle(pos, &rec.header)?);
@@ -239,7 +435,7 @@ impl FileStorage {
 
     /// Moves from the record at `pos` to the previous revision, checking the
     /// pointer goes backwards so a corrupt chain cannot loop.
-    fn prev_of(&self, r: &Reader<'_>, pos: u64, prev: u64) -> Result<u64> {
+    pub(crate) fn prev_of(r: &Reader, pos: u64, prev: u64) -> Result<u64> {
         if prev >= pos {
             return Err(r.corrupt(
                 pos,
@@ -254,31 +450,14 @@ impl FileStorage {
     /// whole back-pointer chain, `data_txn` the tid of the record the back
     /// pointer names directly (ZODB's `TransactionRecordIterator`).
     pub fn resolve_record(&self, rec: &DataRecordAt) -> Result<DataRecord> {
-        let r = self.reader();
-        let (data, data_txn) = match (&rec.data, rec.back) {
-            (Some(d), _) => (Some(d.clone()), None),
-            (None, 0) => (None, None),
-            (None, back) => {
-                let target = r.data_record_of(back, rec.header.oid)?;
-                let data = r
-                    .resolve_back(rec.header.oid, rec.pos, back)?
-                    .map(|(d, _)| d);
-                (data, Some(target.header.tid))
-            }
-        };
-        Ok(DataRecord {
-            oid: rec.header.oid,
-            tid: rec.header.tid,
-            data,
-            data_txn,
-        })
+        resolve_record(&self.reader(), rec)
     }
 
     /// The full transaction (records resolved) for iteration.
     pub fn transaction(&self, txn: &TxnRecord) -> Result<Transaction> {
-        let records = self
-            .data_records(txn)
-            .map(|rec| self.resolve_record(&rec?))
+        let r = self.reader();
+        let records = DataCursor::new(r.clone(), txn)
+            .map(|rec| resolve_record(&r, &rec?))
             .collect::<Result<Vec<_>>>()?;
         Ok(Transaction {
             info: txn.info(),
@@ -287,27 +466,111 @@ impl FileStorage {
     }
 }
 
+fn resolve_record(r: &Reader, rec: &DataRecordAt) -> Result<DataRecord> {
+    let (data, data_txn) = match (&rec.data, rec.back) {
+        (Some(d), _) => (Some(d.clone()), None),
+        (None, 0) => (None, None),
+        (None, back) => {
+            let target = r.data_record_of(back, rec.header.oid)?;
+            let data = r
+                .resolve_back(rec.header.oid, rec.pos, back)?
+                .map(|(d, _)| d);
+            (data, Some(target.header.tid))
+        }
+    };
+    Ok(DataRecord {
+        oid: rec.header.oid,
+        tid: rec.header.tid,
+        data,
+        data_txn,
+    })
+}
+
+/// Loads or rebuilds the index for the file `r` reads, as ZODB's open does.
+fn load_index(
+    r: &Reader,
+    opts: &OpenOptions,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<(FsIndex, OpenReport)> {
+    let size = r.end();
+    let empty_scan = || ScanOutcome {
+        end: MAGIC_LEN,
+        last_tid: Tid::ZERO,
+        max_tid: Tid::ZERO,
+        txn_count: 0,
+        record_count: 0,
+        tail: Tail::Clean,
+        warnings: Vec::new(),
+    };
+    if size == 0 {
+        let origin = IndexOrigin::Rebuilt {
+            reason: RebuildReason::EmptyFile,
+        };
+        return Ok((
+            FsIndex::new(),
+            OpenReport {
+                index: origin,
+                scan: empty_scan(),
+                recovered: None,
+            },
+        ));
+    }
+    let mut index = FsIndex::new();
+    let (origin, start, ltid) = if opts.use_index {
+        match index_file::load_checked(r, &index_file::index_path(r.path()), opts.index_check) {
+            Ok(saved) => {
+                index = saved.index;
+                (
+                    IndexOrigin::Loaded { pos: saved.pos },
+                    saved.pos,
+                    saved.ltid,
+                )
+            }
+            Err(reason) => (IndexOrigin::Rebuilt { reason }, MAGIC_LEN, Tid::ZERO),
+        }
+    } else {
+        (
+            IndexOrigin::Rebuilt {
+                reason: RebuildReason::NotRequested,
+            },
+            MAGIC_LEN,
+            Tid::ZERO,
+        )
+    };
+    let outcome = scan::scan(r, start, ltid, &mut index, &mut |pos| progress(pos, size))?;
+    if matches!(origin, IndexOrigin::Rebuilt { .. }) {
+        index.shrink_to_fit();
+    }
+    Ok((
+        index,
+        OpenReport {
+            index: origin,
+            scan: outcome,
+            recovered: None,
+        },
+    ))
+}
+
 impl ReadStorage for FileStorage {
     fn name(&self) -> String {
-        self.file.path().display().to_string()
+        self.path.display().to_string()
     }
 
     fn last_transaction(&self) -> Tid {
-        self.last_tid
+        self.read_state().last_tid
     }
 
     fn object_count(&self) -> u64 {
-        self.index.len()
+        self.read_state().index.len()
     }
 
     fn load_before(&self, oid: Oid, before: Tid) -> zodb_core::storage::Result<Option<Revision>> {
-        let r = self.reader();
-        let mut pos = self.current_pos(oid)?;
+        let (mut pos, r) = self.locate(oid)?;
         let mut next_serial = None;
         loop {
             let rec = r.data_record_of(pos, oid)?;
             if rec.header.tid < before {
-                let data = self.record_data(&r, pos, &rec)?;
+                let data = FileStorage::record_data(&r, pos, &rec)?;
                 return Ok(Some(Revision {
                     data,
                     serial: rec.header.tid,
@@ -318,44 +581,40 @@ impl ReadStorage for FileStorage {
             if rec.header.prev == 0 {
                 return Ok(None);
             }
-            pos = self.prev_of(&r, pos, rec.header.prev)?;
+            pos = FileStorage::prev_of(&r, pos, rec.header.prev)?;
         }
     }
 
     fn load_serial(&self, oid: Oid, serial: Tid) -> zodb_core::storage::Result<Bytes> {
-        let r = self.reader();
-        let mut pos = self.current_pos(oid)?;
+        let (mut pos, r) = self.locate(oid)?;
         loop {
             let rec = r.data_record_of(pos, oid)?;
             if rec.header.tid == serial {
-                return self.record_data(&r, pos, &rec);
+                return FileStorage::record_data(&r, pos, &rec);
             }
             if rec.header.tid < serial || rec.header.prev == 0 {
                 return Err(StorageError::NoSuchRevision { oid, serial });
             }
-            pos = self.prev_of(&r, pos, rec.header.prev)?;
+            pos = FileStorage::prev_of(&r, pos, rec.header.prev)?;
         }
     }
 
     fn history(&self, oid: Oid, size: usize) -> zodb_core::storage::Result<Vec<HistoryEntry>> {
-        let r = self.reader();
-        let mut pos = self.current_pos(oid)?;
+        let (mut pos, r) = self.locate(oid)?;
         let mut out = Vec::new();
         while out.len() < size {
             let rec = r.data_record_of(pos, oid)?;
-            let txn = self.txn_at(rec.header.tloc)?;
+            let mut txn = read_txn(&r, rec.header.tloc)?.info();
+            // ZODB reports the revision's serial, which is its transaction's.
+            txn.tid = rec.header.tid;
             out.push(HistoryEntry {
-                txn: txn.info(),
+                txn,
                 size: rec.header.plen,
             });
-            // ZODB reports the revision's serial, which is its transaction's.
-            if let Some(last) = out.last_mut() {
-                last.txn.tid = rec.header.tid;
-            }
             if rec.header.prev == 0 {
                 break;
             }
-            pos = self.prev_of(&r, pos, rec.header.prev)?;
+            pos = FileStorage::prev_of(&r, pos, rec.header.prev)?;
         }
         Ok(out)
     }
@@ -365,11 +624,21 @@ impl ReadStorage for FileStorage {
         start: Option<Tid>,
         stop: Option<Tid>,
     ) -> zodb_core::storage::Result<TxnIter<'_>> {
-        let mut cursor = TxnCursor::new(self.reader(), MAGIC_LEN, stop);
+        let r = self.reader();
+        let mut cursor = TxnCursor::new(r.clone(), MAGIC_LEN, stop);
         if let Some(start) = start {
             cursor.skip_to(start)?;
         }
-        Ok(Box::new(cursor.map(move |t| Ok(self.transaction(&t?)?))))
+        Ok(Box::new(cursor.map(move |t| {
+            let t = t?;
+            let records = DataCursor::new(r.clone(), &t)
+                .map(|rec| resolve_record(&r, &rec?))
+                .collect::<Result<Vec<_>>>()?;
+            Ok(Transaction {
+                info: t.info(),
+                records,
+            })
+        })))
     }
 
     fn watch(&self) -> CommitWatch {
@@ -377,9 +646,8 @@ impl ReadStorage for FileStorage {
     }
 
     fn load(&self, oid: Oid) -> zodb_core::storage::Result<(Bytes, Tid)> {
-        let r = self.reader();
-        let pos = self.current_pos(oid)?;
+        let (pos, r) = self.locate(oid)?;
         let rec = r.data_record_of(pos, oid)?;
-        Ok((self.record_data(&r, pos, &rec)?, rec.header.tid))
+        Ok((FileStorage::record_data(&r, pos, &rec)?, rec.header.tid))
     }
 }

@@ -11,7 +11,7 @@ use zodb_core::{ReadStorage, Tid};
 fn parallel_readers_agree_with_a_single_reader() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/history/Data.fs");
     let fs = Arc::new(FileStorage::open_read_only(&path).unwrap());
-    let oids: Vec<_> = fs.index().iter().map(|(o, _)| o).collect();
+    let oids: Vec<_> = fs.oids().into_iter().map(|(o, _)| o).collect();
     let at = Tid(fs.last_transaction().0 - (1 << 32));
     let expect: Vec<_> = oids
         .iter()

@@ -200,7 +200,7 @@ fn broken_prev_pointer_fails_the_read_not_the_process() {
     let dir = tempfile::tempdir().unwrap();
     let p = write(&dir, &b);
     let fs = FileStorage::open_read_only(&p).unwrap();
-    let pos = fs.index().get(Oid::ROOT).unwrap() as usize;
+    let pos = fs.current_pos(Oid::ROOT).unwrap() as usize;
     drop(fs);
     // Point the root's current record's prev forwards: loadBefore must fail
     // on it rather than loop or read garbage.

@@ -11,7 +11,10 @@ use proptest::prelude::*;
 use zodb_core::{Oid, ReadStorage, Tid};
 
 fn exercise(bytes: Vec<u8>) {
-    let file = DataFile::from_backend("mem.fs", Box::new(MemBackend(Bytes::from(bytes))));
+    let file = DataFile::from_backend(
+        "mem.fs",
+        std::sync::Arc::new(MemBackend(Bytes::from(bytes))),
+    );
     let opts = OpenOptions {
         use_index: false,
         ..OpenOptions::default()
@@ -19,7 +22,7 @@ fn exercise(bytes: Vec<u8>) {
     let Ok(fs) = FileStorage::open_file(file, &opts, &mut |_, _| {}) else {
         return;
     };
-    for (oid, _) in fs.index().iter().take(64) {
+    for (oid, _) in fs.oids().into_iter().take(64) {
         let _ = fs.load(oid);
         let _ = fs.load_before(oid, Tid(0x0300_0000_0000_0000));
         let _ = fs.load_serial(oid, Tid(1));

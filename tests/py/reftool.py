@@ -51,6 +51,8 @@ Usage: reftool.py SUBCOMMAND [OPTIONS] PATH [ARGS]
     load PATH OID [--before TID | --serial TID]
     history PATH OID [N]
     iterate PATH [--start TID] [--stop TID]
+    apply PATH PLAN              commit a JSON plan of transactions (fixed tids)
+                                 through FileStorage's raw API, read-write
     readall PATH                 load, history, loadSerial and loadBefore of
                                  every revision of every oid in the index
     undolog PATH [FIRST LAST]
@@ -480,6 +482,72 @@ def cmd_readall(a):
     emit_json(doc)
 
 
+def cmd_apply(a):
+    """Commit a plan of transactions through FileStorage's raw API.
+
+    The plan (JSON, from the file PLAN or '-' for stdin) is a list of
+    transactions: {"tid": hex, "status": " "|"p" (default " "), "user",
+    "description", "extension": hex strings, "ops": [...], "abort": bool}.
+    Ops: {"op": "store", "oid", "serial", "data"}, {"op": "delete", "oid",
+    "serial"}, {"op": "restore", "oid", "data" (hex or null), "prev_txn"
+    (hex or null)}, {"op": "undo", "tid"}, {"op": "check", "oid",
+    "serial"}. Every transaction gets the given tid (tpc_begin(t, tid,
+    status)). Opens PATH read-write (creating it), prints one JSON line per
+    transaction: {"tid", "resolved": [oids], "undone": [oids]} or
+    {"error": name}, and closes (which writes PATH.index).
+    """
+    import transaction as txnmod
+    from ZODB.Connection import TransactionMetaData
+    from ZODB.FileStorage import FileStorage
+    from ZODB.utils import p64
+    plan = json.load(sys.stdin if a.plan == '-' else open(a.plan))
+    stor = FileStorage(a.path)
+    unhex = bytes.fromhex
+    try:
+        for t in plan:
+            meta = TransactionMetaData(unhex(t.get('user', '')), unhex(t.get('description', '')))
+            ext = unhex(t.get('extension', ''))
+            if ext:
+                from ZODB._compat import loads
+                meta.extension = loads(ext)
+            result = {}
+            try:
+                stor.tpc_begin(meta, unhex(t['tid']), t.get('status', ' '))
+                undone = []
+                for op in t['ops']:
+                    kind = op['op']
+                    if kind == 'store':
+                        stor.store(unhex(op['oid']), unhex(op['serial']), unhex(op['data']), '', meta)
+                    elif kind == 'delete':
+                        stor.deleteObject(unhex(op['oid']), unhex(op['serial']), meta)
+                    elif kind == 'restore':
+                        data = op.get('data')
+                        prev = op.get('prev_txn')
+                        stor.restore(unhex(op['oid']), unhex(t['tid']), None if data is None else unhex(data),
+                                     '', None if prev is None else unhex(prev), meta)
+                    elif kind == 'undo':
+                        import base64
+                        _, oids = stor.undo(base64.encodebytes(unhex(op['tid'])).rstrip(), meta)
+                        undone.extend(hx(o) for o in oids)
+                    elif kind == 'check':
+                        stor.checkCurrentSerialInTransaction(unhex(op['oid']), unhex(op['serial']), meta)
+                    else:
+                        raise ValueError(kind)
+                resolved = stor.tpc_vote(meta) or []
+                if t.get('abort'):
+                    stor.tpc_abort(meta)
+                    result = {'aborted': True}
+                else:
+                    tid = stor.tpc_finish(meta)
+                    result = {'tid': hx(tid), 'resolved': sorted(hx(o) for o in resolved), 'undone': undone}
+            except Exception as e:
+                stor.tpc_abort(meta)
+                result = {'error': error_name(e)}
+            sys.stdout.write(json.dumps(result) + '\n')
+    finally:
+        stor.close()
+
+
 def cmd_undolog(a):
     """undoLog(first, last) as a list of jsonable dicts (ids are bytes)."""
     stor = open_storage(a.path)
@@ -607,6 +675,9 @@ def build_parser():
     s.add_argument('--start')
     s.add_argument('--stop')
     add('readall', cmd_readall).add_argument('path')
+    s = add('apply', cmd_apply)
+    s.add_argument('path')
+    s.add_argument('plan')
     s = add('undolog', cmd_undolog)
     s.add_argument('path')
     s.add_argument('first', type=int, nargs='?', default=0)
@@ -624,8 +695,9 @@ def main(argv=None):
     sys.stdout.reconfigure(encoding='utf-8', errors='surrogateescape',
                            newline='\n')
     if not os.path.exists(a.path):
-        sys.exit('reftool: %s: no such file' % a.path)
-    if read_magic(a.path) == b'FS21':
+        if a.fn is not cmd_apply:  # apply creates the database
+            sys.exit('reftool: %s: no such file' % a.path)
+    elif read_magic(a.path) == b'FS21':
         patch_for_fs21()
     a.fn(a)
     sys.stdout.flush()

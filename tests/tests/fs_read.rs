@@ -41,7 +41,7 @@ fn before(r: Result<Option<Revision>, StorageError>) -> Value {
 
 fn readall(fs: &FileStorage) -> Value {
     let mut doc = serde_json::Map::new();
-    for (oid, _) in fs.index().iter() {
+    for (oid, _) in fs.oids() {
         let load = match fs.load(oid) {
             Ok((d, s)) => json!({ "data": hx(&d), "serial": tid(s) }),
             Err(e) => error(&e),
@@ -115,7 +115,7 @@ fn iterate(fs: &FileStorage) -> Value {
         }));
     }
     json!({
-        "magic": fs.magic().map(|m| m.as_str()).unwrap_or(""),
+        "magic": fs.magic().as_str(),
         "last_transaction": tid(fs.last_transaction()),
         "len": fs.object_count(),
         "size": fs.end_pos(),
@@ -211,7 +211,7 @@ fn snapshot_reads_see_the_past() {
     let snap = zodb_core::storage::Snapshot::at(&fs, mid);
     // As of `mid`, every object's serial is at most `mid`, and objects
     // created later do not exist.
-    for (oid, _) in fs.index().iter() {
+    for (oid, _) in fs.oids() {
         match snap.load(oid) {
             Ok((_, serial)) => assert!(serial <= mid),
             Err(e) => assert!(e.is_pos_key_error(), "{e}"),

@@ -1,3 +1,4 @@
 //! End-to-end tests: one binary, a module per area (object-style).
 
 mod fs_read;
+mod fs_write;

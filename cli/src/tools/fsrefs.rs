@@ -21,7 +21,7 @@ pub fn fsrefs(
     err: &mut dyn Write,
 ) -> Result<(), ToolError> {
     // Visit objects in file order, as fsrefs does, to read the file sequentially.
-    let mut by_pos: Vec<(u64, Oid)> = fs.index().iter().map(|(o, p)| (p, o)).collect();
+    let mut by_pos: Vec<(u64, Oid)> = fs.oids().into_iter().map(|(o, p)| (p, o)).collect();
     by_pos.sort_unstable();
     let mut undone = HashSet::new();
     let mut noload = HashSet::new();
@@ -52,7 +52,7 @@ pub fn fsrefs(
         let mut missing = Vec::new();
         for (r, klass) in refs {
             let klass = klass.unwrap_or_else(|| "<unknown>".to_owned());
-            if fs.index().get(r).is_none() {
+            if fs.current_pos(r).is_none() {
                 missing.push((r, klass.clone(), "missing"));
             }
             if noload.contains(&r) {

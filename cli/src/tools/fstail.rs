@@ -26,7 +26,7 @@ pub fn fstail(
     if file.size() <= MAGIC_LEN {
         return Ok(());
     }
-    for txn in TxnRevCursor::new(r, file.size()).take(n) {
+    for txn in TxnRevCursor::new(r.clone(), file.size()).take(n) {
         let txn = txn?;
         let h = &txn.header;
         let data = r

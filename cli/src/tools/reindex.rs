@@ -8,6 +8,7 @@ use std::io::Write;
 
 use filestorage::index_file;
 use filestorage::{FileStorage, OpenOptions};
+use zodb_core::ReadStorage;
 
 use crate::ToolError;
 
@@ -38,14 +39,14 @@ pub fn check(path: &std::path::Path, out: &mut dyn Write) -> Result<CheckReport,
         Err(e) => {
             writeln!(out, "{}: cannot read: {e}", ipath.display())?;
             return Ok(CheckReport {
-                oids_in_file: fs.index().len(),
+                oids_in_file: fs.object_count(),
                 mismatches: 1,
                 ..CheckReport::default()
             });
         }
     };
     let mut report = CheckReport {
-        oids_in_file: fs.index().len(),
+        oids_in_file: fs.object_count(),
         ..CheckReport::default()
     };
     let (pos, saved) = match index_file::parse(&bytes) {
@@ -70,7 +71,7 @@ pub fn check(path: &std::path::Path, out: &mut dyn Write) -> Result<CheckReport,
             out,
             format!("saved position {pos} is past the end of committed data {end}"),
         )?;
-    } else if let Err(p) = index_file::check_sanity(&fs.file().reader(), &saved, pos) {
+    } else if let Err(p) = index_file::check_sanity(&fs.reader().with_end(u64::MAX), &saved, pos) {
         bad(out, format!("ZODB's sanity check would reject it: {p}"))?;
     }
     let expected = index_at(&fs, pos.min(end))?;

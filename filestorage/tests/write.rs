@@ -1,0 +1,223 @@
+//! The write side with our engine alone: two-phase commit, conflicts,
+//! abort, undo, the lock, and crash recovery on open. Interop with Python
+//! ZODB (same bytes, each reads the other's files) is in `tests/`.
+
+use std::path::Path;
+
+use bytes::Bytes;
+use filestorage::{FileStorage, OpenOptions};
+use zodb_core::storage::TpcTxn;
+use zodb_core::{Oid, ReadStorage, StorageError, Tid, TxnMeta};
+
+fn meta(desc: &str) -> TxnMeta {
+    TxnMeta {
+        user: Bytes::from_static(b"tester"),
+        description: Bytes::copy_from_slice(desc.as_bytes()),
+        extension: Bytes::new(),
+    }
+}
+
+fn rw(path: &Path) -> FileStorage {
+    FileStorage::open(path, &OpenOptions::read_write()).unwrap()
+}
+
+/// Commits `stores` (oid, old serial, data) in one transaction.
+fn commit(fs: &FileStorage, stores: &[(Oid, Tid, &[u8])]) -> Result<Tid, StorageError> {
+    let mut t = fs.begin(meta("commit"))?;
+    for &(oid, serial, data) in stores {
+        t.store(oid, serial, Bytes::copy_from_slice(data))?;
+    }
+    t.vote()?;
+    Box::new(t).finish()
+}
+
+#[test]
+fn create_commit_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("Data.fs");
+    let fs = rw(&p);
+    assert_eq!(std::fs::read(&p).unwrap(), b"FS30");
+    let oids = fs.new_oids(2).unwrap();
+    assert_eq!(oids, vec![Oid(1), Oid(2)]);
+    let t1 = commit(
+        &fs,
+        &[(Oid(0), Tid::ZERO, b"root-1"), (oids[0], Tid::ZERO, b"one")],
+    )
+    .unwrap();
+    let t2 = commit(&fs, &[(Oid(0), t1, b"root-2")]).unwrap();
+    assert!(t2 > t1);
+    assert_eq!(fs.last_transaction(), t2);
+    assert_eq!(
+        fs.load(Oid(0)).unwrap(),
+        (Bytes::from_static(b"root-2"), t2)
+    );
+    assert_eq!(
+        fs.load_serial(Oid(0), t1).unwrap(),
+        Bytes::from_static(b"root-1")
+    );
+    let before = fs.load_before(Oid(0), t2).unwrap().unwrap();
+    assert_eq!((before.serial, before.next_serial), (t1, Some(t2)));
+    drop(fs);
+    let ro = FileStorage::open_read_only(&p).unwrap();
+    assert_eq!(ro.load(oids[0]).unwrap(), (Bytes::from_static(b"one"), t1));
+    assert_eq!(ro.last_transaction(), t2);
+    assert_eq!(ro.object_count(), 2);
+    // A reopened writer continues the oid and tid sequences.
+    drop(ro);
+    let fs = rw(&p);
+    assert_eq!(fs.new_oids(1).unwrap(), vec![Oid(2)]);
+    let t3 = commit(&fs, &[(Oid(0), t2, b"root-3")]).unwrap();
+    assert!(t3 > t2);
+}
+
+#[test]
+fn conflicts_and_read_conflicts() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = rw(&dir.path().join("Data.fs"));
+    let t1 = commit(&fs, &[(Oid(0), Tid::ZERO, b"a")]).unwrap();
+    let _t2 = commit(&fs, &[(Oid(0), t1, b"b")]).unwrap();
+    match commit(&fs, &[(Oid(0), t1, b"c")]) {
+        Err(StorageError::Conflict { oid, old, .. }) => assert_eq!((oid, old), (Oid(0), t1)),
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    let mut t = fs.begin(meta("check")).unwrap();
+    assert!(matches!(
+        t.check_current_serial(Oid(0), t1),
+        Err(StorageError::ReadConflict { .. })
+    ));
+    assert!(matches!(
+        t.delete_object(Oid(9), t1),
+        Err(StorageError::NoSuchObject { .. })
+    ));
+    drop(t);
+    assert_eq!(fs.load(Oid(0)).unwrap().0, Bytes::from_static(b"b"));
+}
+
+#[test]
+fn abort_after_vote_leaves_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("Data.fs");
+    let fs = rw(&p);
+    commit(&fs, &[(Oid(0), Tid::ZERO, b"a")]).unwrap();
+    let size = std::fs::metadata(&p).unwrap().len();
+    let mut t = fs.begin(meta("aborted")).unwrap();
+    t.store(Oid(1), Tid::ZERO, Bytes::from_static(b"x"))
+        .unwrap();
+    t.vote().unwrap();
+    assert!(std::fs::metadata(&p).unwrap().len() > size);
+    // Voted data is on disk but not visible.
+    assert!(fs.load(Oid(1)).is_err());
+    Box::new(t).abort();
+    assert_eq!(std::fs::metadata(&p).unwrap().len(), size);
+    // Dropping an unfinished transaction aborts it and frees the lock.
+    let mut t = fs.begin(meta("dropped")).unwrap();
+    t.store(Oid(1), Tid::ZERO, Bytes::from_static(b"y"))
+        .unwrap();
+    t.vote().unwrap();
+    drop(t);
+    assert_eq!(std::fs::metadata(&p).unwrap().len(), size);
+    commit(&fs, &[(Oid(1), Tid::ZERO, b"z")]).unwrap();
+    assert_eq!(fs.load(Oid(1)).unwrap().0, Bytes::from_static(b"z"));
+}
+
+#[test]
+fn undo_and_undo_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = rw(&dir.path().join("Data.fs"));
+    let t1 = commit(
+        &fs,
+        &[(Oid(0), Tid::ZERO, b"v1"), (Oid(1), Tid::ZERO, b"new")],
+    )
+    .unwrap();
+    let t2 = commit(&fs, &[(Oid(0), t1, b"v2")]).unwrap();
+    let log = fs.undo_log(0, 20).unwrap();
+    assert_eq!(
+        log.iter().map(|e| e.txn.tid).collect::<Vec<_>>(),
+        vec![t2, t1]
+    );
+    // Undo the modification: the root is back to v1, through a back pointer.
+    let mut t = fs.begin(meta("undo t2")).unwrap();
+    assert_eq!(t.undo(t2).unwrap(), vec![Oid(0)]);
+    t.vote().unwrap();
+    let t3 = Box::new(t).finish().unwrap();
+    assert_eq!(fs.load(Oid(0)).unwrap(), (Bytes::from_static(b"v1"), t3));
+    // The root's current data is t1's again (through t3's back pointer), so
+    // t1 can be undone: both creations are undone and the objects vanish.
+    let mut t = fs.begin(meta("undo t1")).unwrap();
+    let mut undone = t.undo(t1).unwrap();
+    undone.sort();
+    assert_eq!(undone, vec![Oid(0), Oid(1)]);
+    t.vote().unwrap();
+    Box::new(t).finish().unwrap();
+    assert!(fs.load(Oid(0)).unwrap_err().is_pos_key_error());
+    assert!(fs.load(Oid(1)).unwrap_err().is_pos_key_error());
+    let mut t = fs.begin(meta("undo unknown")).unwrap();
+    assert!(matches!(t.undo(Tid(12345)), Err(StorageError::Undo { .. })));
+}
+
+#[test]
+fn lock_excludes_a_second_writer_but_not_readers() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("Data.fs");
+    let fs = rw(&p);
+    let err = FileStorage::open(&p, &OpenOptions::read_write()).unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains("Data.fs.lock") && msg.contains(&std::process::id().to_string()),
+        "{msg}"
+    );
+    FileStorage::open_read_only(&p).unwrap();
+    drop(fs);
+    rw(&p);
+}
+
+#[test]
+fn a_crashed_vote_is_cut_into_tr0_on_open() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/history");
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("Data.fs");
+    let mut bytes = std::fs::read(src.join("Data.fs")).unwrap();
+    let committed = bytes.len() as u64;
+    let tail = std::fs::read(src.join("voted.tail")).unwrap();
+    bytes.extend_from_slice(&tail);
+    std::fs::write(&p, &bytes).unwrap();
+    let fs = rw(&p);
+    let rec = fs.open_report().recovered.clone().unwrap();
+    assert_eq!(rec.pos, committed);
+    assert_eq!(std::fs::read(rec.saved_to.unwrap()).unwrap(), tail);
+    assert_eq!(std::fs::metadata(&p).unwrap().len(), committed);
+    // The next transaction goes where the crashed one was, with a later tid.
+    let last = fs.last_transaction();
+    let t = commit(&fs, &[(Oid(0), fs.load(Oid(0)).unwrap().1, b"after crash")]).unwrap();
+    assert!(t > last && t > fs.open_report().scan.max_tid);
+}
+
+#[test]
+fn concurrent_readers_during_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = std::sync::Arc::new(rw(&dir.path().join("Data.fs")));
+    let mut serial = commit(&fs, &[(Oid(0), Tid::ZERO, b"0")]).unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let readers: Vec<_> = (0..2)
+        .map(|_| {
+            let (fs, stop) = (fs.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut last = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let (d, _) = fs.load(Oid(0)).unwrap();
+                    let n: u64 = std::str::from_utf8(&d).unwrap().parse().unwrap();
+                    assert!(n >= last, "went back from {last} to {n}");
+                    last = n;
+                }
+            })
+        })
+        .collect();
+    for i in 1..300u64 {
+        serial = commit(&fs, &[(Oid(0), serial, i.to_string().as_bytes())]).unwrap();
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for r in readers {
+        r.join().unwrap();
+    }
+    assert_eq!(fs.load(Oid(0)).unwrap().0, Bytes::from_static(b"299"));
+}
