@@ -24,6 +24,7 @@ use zodb_core::{Oid, StorageError, Tid, TimeStamp, TxnInfo, TxnMeta, TxnStatus};
 
 use crate::error::{Error, RecordKind, Result};
 use crate::format::{DATA_HEADER_LEN, DataHeader, TXN_HEADER_LEN, TXN_TRAILER_LEN, TxnHeader};
+use crate::observe::{Observer, WriteEvent};
 use crate::reader::Reader;
 use crate::scan::Tail;
 use crate::storage::{FileStorage, Recovered, Writer};
@@ -163,11 +164,16 @@ impl TmpBuf {
     }
 
     /// Copies the records to `file` at `at`.
-    fn write_to(&self, file: &File, path: &Path, at: u64) -> Result<()> {
+    fn write_to(&self, file: &File, path: &Path, at: u64, obs: &Observer) -> Result<()> {
         match &self.spill {
-            None => file
-                .write_all_at(&self.mem, at)
-                .map_err(io_err(path, "write")),
+            None => {
+                obs.emit(WriteEvent::Write {
+                    pos: at,
+                    data: &self.mem,
+                });
+                file.write_all_at(&self.mem, at)
+                    .map_err(io_err(path, "write"))
+            }
             Some(f) => {
                 let mut buf = vec![0u8; 8 << 20];
                 let mut done = 0u64;
@@ -176,6 +182,10 @@ impl TmpBuf {
                     let chunk = &mut buf[..n];
                     f.read_exact_at(chunk, done)
                         .map_err(io_err(&self.path, "read"))?;
+                    obs.emit(WriteEvent::Write {
+                        pos: at + done,
+                        data: chunk,
+                    });
                     file.write_all_at(chunk, at + done)
                         .map_err(io_err(path, "write"))?;
                     done += n as u64;
@@ -212,6 +222,8 @@ pub struct FsTxn<'s> {
     order: Vec<Oid>,
     resolved: Vec<Oid>,
     phase: Phase,
+    /// The mapping to install at finish when the file outgrew the old one.
+    new_map: Option<Arc<dyn crate::backend::Backend>>,
 }
 
 fn storage_err(e: Error) -> StorageError {
@@ -294,6 +306,7 @@ impl FileStorage {
             order: Vec::new(),
             resolved: Vec::new(),
             phase: Phase::Open,
+            new_map: None,
         })
     }
 
@@ -835,6 +848,7 @@ impl TpcTxn for FsTxn<'_> {
         };
         let path = self.fs.path.to_path_buf();
         let file = &self.w.file;
+        let obs = &self.w.observer;
         let result = (|| -> Result<()> {
             let mut head = Vec::with_capacity(
                 self.thl as usize
@@ -852,20 +866,47 @@ impl TpcTxn for FsTxn<'_> {
                 // One write for the usual small transaction.
                 head.extend_from_slice(&self.buf.mem);
                 head.extend_from_slice(&tlen.to_be_bytes());
+                obs.emit(WriteEvent::Write {
+                    pos: self.pos,
+                    data: &head,
+                });
                 return file
                     .write_all_at(&head, self.pos)
                     .map_err(io_err(&path, "write"));
             }
+            obs.emit(WriteEvent::Write {
+                pos: self.pos,
+                data: &head,
+            });
             file.write_all_at(&head, self.pos)
                 .map_err(io_err(&path, "write"))?;
-            self.buf.write_to(file, &path, self.pos + self.thl)?;
-            file.write_all_at(&tlen.to_be_bytes(), self.pos + tlen)
+            self.buf.write_to(file, &path, self.pos + self.thl, obs)?;
+            let trailer = tlen.to_be_bytes();
+            obs.emit(WriteEvent::Write {
+                pos: self.pos + tlen,
+                data: &trailer,
+            });
+            file.write_all_at(&trailer, self.pos + tlen)
                 .map_err(io_err(&path, "write"))
         })();
         if let Err(e) = result {
             // Leave no partial transaction behind (a full disk, say).
+            obs.emit(WriteEvent::SetLen(self.pos));
             let _ = file.set_len(self.pos);
             return Err(storage_err(e));
+        }
+        // A larger window over the grown file, made now so that nothing
+        // after the durable status flip in `finish` can fail.
+        let end = self.pos + tlen + TXN_TRAILER_LEN;
+        if end > self.fs.read_state().data.len() {
+            match crate::storage::remap(&self.w.file, self.w.backend, end, &self.fs.path) {
+                Ok(data) => self.new_map = Some(data),
+                Err(e) => {
+                    obs.emit(WriteEvent::SetLen(self.pos));
+                    let _ = file.set_len(self.pos);
+                    return Err(storage_err(e));
+                }
+            }
         }
         self.phase = Phase::Voted { tlen };
         Ok(self.resolved.clone())
@@ -877,12 +918,21 @@ impl TpcTxn for FsTxn<'_> {
         };
         let path = self.fs.path.to_path_buf();
         let file = self.w.file.clone();
+        let obs = &self.w.observer;
+        obs.emit(WriteEvent::Write {
+            pos: self.pos + 16,
+            data: &[self.status],
+        });
         let flipped = file
             .write_all_at(&[self.status], self.pos + 16)
             .and_then(|()| file.sync_data())
             .map_err(io_err(&path, "finish"));
+        if flipped.is_ok() {
+            obs.emit(WriteEvent::Sync);
+        }
         if let Err(e) = flipped {
             // Not durable: take it back so it cannot surface after a crash.
+            obs.emit(WriteEvent::SetLen(self.pos));
             let _ = file.set_len(self.pos);
             self.phase = Phase::Done;
             self.w.commit.release();
@@ -903,13 +953,13 @@ impl TpcTxn for FsTxn<'_> {
             }
             st.end = end;
             st.last_tid = self.tid;
-            if end > st.data.len() {
-                st.data = crate::storage::remap(&self.w.file, self.w.backend, end, &self.fs.path)
-                    .map_err(storage_err)?;
+            if let Some(data) = self.new_map.take() {
+                st.data = data;
             }
         }
         self.phase = Phase::Done;
         self.w.commit.release();
+        obs.emit(WriteEvent::Committed(self.tid));
         self.fs.hub.publish(&CommitEvent {
             tid: self.tid,
             oids: Arc::from(std::mem::take(&mut self.order)),
@@ -928,6 +978,7 @@ impl FsTxn<'_> {
             return;
         }
         if let Phase::Voted { .. } = self.phase {
+            self.w.observer.emit(WriteEvent::SetLen(self.pos));
             let _ = self.w.file.set_len(self.pos);
         }
         self.phase = Phase::Done;

@@ -27,6 +27,7 @@ pub mod index;
 pub mod index_file;
 pub mod iter;
 pub mod lock;
+pub mod observe;
 pub mod reader;
 pub mod scan;
 pub mod storage;

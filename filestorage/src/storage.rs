@@ -50,6 +50,8 @@ pub struct OpenOptions {
     pub index_check: IndexCheck,
     /// How to read the file.
     pub backend: BackendKind,
+    /// Read-write only: told of every change to the file (crash tests).
+    pub observer: crate::observe::Observer,
 }
 
 impl Default for OpenOptions {
@@ -61,6 +63,7 @@ impl Default for OpenOptions {
             use_index: true,
             index_check: IndexCheck::Zodb,
             backend: BackendKind::Mmap,
+            observer: crate::observe::Observer::default(),
         }
     }
 }
@@ -151,6 +154,7 @@ pub(crate) struct Writer {
     /// The largest oid stored or handed out.
     pub(crate) max_oid: Mutex<Oid>,
     pub(crate) backend: BackendKind,
+    pub(crate) observer: crate::observe::Observer,
 }
 
 /// A ZODB FileStorage.
@@ -323,6 +327,7 @@ impl FileStorage {
                 clock: Mutex::new(clock),
                 max_oid: Mutex::new(max_oid),
                 backend: opts.backend,
+                observer: opts.observer.clone(),
             }),
             report,
             hub: CommitHub::new(),
