@@ -923,11 +923,12 @@ impl TpcTxn for FsTxn<'_> {
             pos: self.pos + 16,
             data: &[self.status],
         });
+        let deferred = self.w.durability == crate::storage::Durability::Deferred;
         let flipped = file
             .write_all_at(&[self.status], self.pos + 16)
-            .and_then(|()| file.sync_data())
+            .and_then(|()| if deferred { Ok(()) } else { file.sync_data() })
             .map_err(io_err(&path, "finish"));
-        if flipped.is_ok() {
+        if flipped.is_ok() && !deferred {
             obs.emit(WriteEvent::Sync);
         }
         if let Err(e) = flipped {

@@ -34,4 +34,4 @@ pub mod storage;
 
 pub use error::{Error, RecordKind, Result};
 pub use file::{BackendKind, DataFile};
-pub use storage::{FileStorage, OpenOptions, OpenReport};
+pub use storage::{Durability, FileStorage, OpenOptions, OpenReport};

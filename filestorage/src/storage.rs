@@ -52,6 +52,21 @@ pub struct OpenOptions {
     pub backend: BackendKind,
     /// Read-write only: told of every change to the file (crash tests).
     pub observer: crate::observe::Observer,
+    /// Read-write only: when commits reach the disk.
+    pub durability: Durability,
+}
+
+/// When a finished transaction is on disk.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Durability {
+    /// At every `finish`, as ZODB does (fsync before `finish` returns).
+    #[default]
+    Immediate,
+    /// Only at [`FileStorage::sync`] and when the storage is dropped: for
+    /// bulk work that is restarted from scratch if interrupted (copying a
+    /// database, importing a dump). A crash may lose the last transactions
+    /// but never leaves a partial one visible: recovery cuts the tail.
+    Deferred,
 }
 
 impl Default for OpenOptions {
@@ -64,6 +79,7 @@ impl Default for OpenOptions {
             index_check: IndexCheck::Zodb,
             backend: BackendKind::Mmap,
             observer: crate::observe::Observer::default(),
+            durability: Durability::Immediate,
         }
     }
 }
@@ -155,6 +171,7 @@ pub(crate) struct Writer {
     pub(crate) max_oid: Mutex<Oid>,
     pub(crate) backend: BackendKind,
     pub(crate) observer: crate::observe::Observer,
+    pub(crate) durability: Durability,
 }
 
 /// A ZODB FileStorage.
@@ -166,6 +183,16 @@ pub struct FileStorage {
     report: OpenReport,
     pub(crate) hub: CommitHub,
     pub(crate) resolver: RwLock<Option<Arc<dyn ConflictResolver>>>,
+}
+
+impl Drop for FileStorage {
+    fn drop(&mut self) {
+        if let Some(w) = &self.writer
+            && w.durability == Durability::Deferred
+        {
+            let _ = w.file.sync_data();
+        }
+    }
 }
 
 impl std::fmt::Debug for FileStorage {
@@ -328,12 +355,32 @@ impl FileStorage {
                 max_oid: Mutex::new(max_oid),
                 backend: opts.backend,
                 observer: opts.observer.clone(),
+                durability: opts.durability,
             }),
             report,
             hub: CommitHub::new(),
             resolver: RwLock::new(None),
         };
         Ok(fs)
+    }
+
+    /// Makes every finished transaction durable (fsync). Needed only with
+    /// [`Durability::Deferred`]; a no-op for read-only storages.
+    pub fn sync(&self) -> Result<()> {
+        if let Some(w) = &self.writer {
+            w.commit.acquire();
+            let r = w.file.sync_data().map_err(|source| Error::Io {
+                path: self.path.to_path_buf(),
+                op: "fsync",
+                source,
+            });
+            if r.is_ok() {
+                w.observer.emit(crate::observe::WriteEvent::Sync);
+            }
+            w.commit.release();
+            r?;
+        }
+        Ok(())
     }
 
     /// The Data.fs path.
