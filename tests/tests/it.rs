@@ -1,4 +1,5 @@
 //! End-to-end tests: one binary, a module per area (object-style).
 
+mod fs_pack;
 mod fs_read;
 mod fs_write;

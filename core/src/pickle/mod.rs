@@ -47,6 +47,7 @@
 
 mod decode;
 mod dis;
+mod encode;
 mod error;
 mod meta;
 mod ops;
@@ -57,6 +58,10 @@ mod value;
 
 pub use decode::{Decoder, Record, decode, decode_record, decode_stream};
 pub use dis::{DisFlavor, DisMemo, dis};
+pub use encode::{
+    Dialect, EncodeError, Encoder, Flavor, GraphBuilder, NodeSet, encode, encode_record,
+    unmemoized_nodes,
+};
 pub use error::{PickleError, PickleErrorKind};
 pub use meta::class_name;
 pub use refs::{RefScanner, references};

@@ -117,6 +117,13 @@ impl GlobalName {
         let name = self.text.get(self.module_len + 1..).unwrap_or_default();
         std::str::from_utf8(name).unwrap_or_default()
     }
+
+    /// `module\nname` as GLOBAL writes it, without the UTF-8 checks of
+    /// [`module`](Self::module) and [`name`](Self::name) (the encoder's
+    /// hot path).
+    pub(crate) fn text(&self) -> &[u8] {
+        &self.text
+    }
 }
 
 impl fmt::Debug for GlobalName {
