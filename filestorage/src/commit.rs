@@ -208,6 +208,8 @@ enum Phase {
 pub struct FsTxn<'s> {
     fs: &'s FileStorage,
     w: &'s Writer,
+    /// The Data.fs handle, fixed for the transaction's life.
+    file: Arc<File>,
     tid: Tid,
     status: u8,
     meta: TxnMeta,
@@ -296,6 +298,7 @@ impl FileStorage {
         Ok(FsTxn {
             fs: self,
             w,
+            file: w.current_file(),
             tid,
             status: status.as_byte(),
             meta,
@@ -336,6 +339,7 @@ impl FileStorage {
     /// Transactions that may be undone, newest first: entries `first..last`
     /// of ZODB's `undoLog` (it stops at the first packed transaction).
     pub fn undo_log(&self, first: usize, last: usize) -> SResult<Vec<UndoEntry>> {
+        self.refuse_undo_while_packing()?;
         let r = self.reader();
         let mut pos = r.end();
         let mut i = 0usize;
@@ -370,6 +374,22 @@ impl FileStorage {
             i += 1;
         }
         Ok(out)
+    }
+
+    /// ZODB refuses undo while a pack runs: pack copies history that undo
+    /// would point into.
+    fn refuse_undo_while_packing(&self) -> SResult<()> {
+        if self
+            .writer
+            .as_ref()
+            .is_some_and(|w| w.packing.load(std::sync::atomic::Ordering::SeqCst))
+        {
+            return Err(StorageError::Undo {
+                oid: None,
+                reason: "Undo is currently disabled for database maintenance".into(),
+            });
+        }
+        Ok(())
     }
 
     /// The position of the transaction `tid`, searching back from the end
@@ -776,6 +796,7 @@ impl TpcTxn for FsTxn<'_> {
 
     fn undo(&mut self, tid: Tid) -> SResult<Vec<Oid>> {
         self.check_open()?;
+        self.fs.refuse_undo_while_packing()?;
         let r = self.fs.reader();
         let tpos = FileStorage::txn_find(&r, tid)?;
         let t = crate::iter::read_txn(&r, tpos).map_err(storage_err)?;
@@ -847,7 +868,7 @@ impl TpcTxn for FsTxn<'_> {
             elen: self.meta.extension.len() as u16,
         };
         let path = self.fs.path.to_path_buf();
-        let file = &self.w.file;
+        let file = &self.file;
         let obs = &self.w.observer;
         let result = (|| -> Result<()> {
             let mut head = Vec::with_capacity(
@@ -899,7 +920,7 @@ impl TpcTxn for FsTxn<'_> {
         // after the durable status flip in `finish` can fail.
         let end = self.pos + tlen + TXN_TRAILER_LEN;
         if end > self.fs.read_state().data.len() {
-            match crate::storage::remap(&self.w.file, self.w.backend, end, &self.fs.path) {
+            match crate::storage::remap(&self.file, self.w.backend, end, &self.fs.path) {
                 Ok(data) => self.new_map = Some(data),
                 Err(e) => {
                     obs.emit(WriteEvent::SetLen(self.pos));
@@ -917,7 +938,7 @@ impl TpcTxn for FsTxn<'_> {
             return Err(StorageError::TransactionState("finish before vote".into()));
         };
         let path = self.fs.path.to_path_buf();
-        let file = self.w.file.clone();
+        let file = self.file.clone();
         let obs = &self.w.observer;
         obs.emit(WriteEvent::Write {
             pos: self.pos + 16,
@@ -973,6 +994,37 @@ impl TpcTxn for FsTxn<'_> {
     }
 }
 
+impl zodb_core::WriteStorage for FileStorage {
+    fn tpc_begin(&self, meta: TxnMeta) -> SResult<Box<dyn TpcTxn + '_>> {
+        Ok(Box::new(self.begin(meta)?))
+    }
+
+    fn tpc_begin_restore(
+        &self,
+        meta: TxnMeta,
+        tid: Tid,
+        status: TxnStatus,
+    ) -> SResult<Box<dyn TpcTxn + '_>> {
+        Ok(Box::new(self.begin_restore(meta, tid, status)?))
+    }
+
+    fn new_oids(&self, n: usize) -> SResult<Vec<Oid>> {
+        FileStorage::new_oids(self, n)
+    }
+
+    fn undo_log(&self, first: usize, last: usize) -> SResult<Vec<UndoEntry>> {
+        FileStorage::undo_log(self, first, last)
+    }
+
+    fn pack(&self, pack_time: Tid, gc: bool) -> SResult<()> {
+        FileStorage::pack(self, pack_time, gc).map(|_| ())
+    }
+
+    fn set_conflict_resolver(&self, resolver: Option<Arc<dyn ConflictResolver>>) {
+        FileStorage::set_conflict_resolver(self, resolver)
+    }
+}
+
 impl FsTxn<'_> {
     fn rollback(&mut self) {
         if self.phase == Phase::Done {
@@ -980,7 +1032,7 @@ impl FsTxn<'_> {
         }
         if let Phase::Voted { .. } = self.phase {
             self.w.observer.emit(WriteEvent::SetLen(self.pos));
-            let _ = self.w.file.set_len(self.pos);
+            let _ = self.file.set_len(self.pos);
         }
         self.phase = Phase::Done;
         self.w.commit.release();

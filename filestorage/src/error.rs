@@ -72,6 +72,25 @@ pub enum Error {
         /// The Data.fs.
         path: PathBuf,
     },
+    /// A record's pickle could not be read where its content matters
+    /// (references for pack's garbage collection).
+    #[error("{}: data record at offset {pos}: {source}", path.display())]
+    Pickle {
+        /// The Data.fs.
+        path: PathBuf,
+        /// The record.
+        pos: u64,
+        /// The decoder's error.
+        source: zodb_core::pickle::PickleError,
+    },
+    /// A pickle could not be written (the `.index`).
+    #[error("{}: {source}", path.display())]
+    Encode {
+        /// The file being written.
+        path: PathBuf,
+        /// The encoder's error.
+        source: zodb_core::pickle::EncodeError,
+    },
     /// A position beyond what the index format can hold (256 TiB).
     #[error("{}: data record at offset {pos} is beyond the 48-bit positions an index can hold", path.display())]
     TooLarge {

@@ -10,7 +10,7 @@
 //!
 //! Positions are limited to 48 bits, as in ZODB's `.index` format.
 
-#![deny(clippy::indexing_slicing, clippy::unwrap_used)]
+#![deny(clippy::indexing_slicing, clippy::unwrap_used, clippy::little_endian_bytes)]
 
 use std::fmt;
 

@@ -338,3 +338,96 @@ pub fn load_checked(
     }
     Ok(SavedIndex { index, pos, ltid })
 }
+
+/// The pickler dialect of the `.index` we write for a file: protocol 3
+/// with `bytes` for `FS30` (byte-identical to ZODB 6); protocol 1 with
+/// Python 2 `str` for `FS21`, which every Python 2 ZODB reads.
+pub fn dialect_for(magic: crate::format::Magic) -> zodb_core::pickle::Dialect {
+    use zodb_core::pickle::{Dialect, Flavor};
+    match magic {
+        crate::format::Magic::Fs30 => Dialect::PY3,
+        crate::format::Magic::Fs21 => Dialect::new(Flavor::Py2, 1).unwrap_or(Dialect::PY3),
+    }
+}
+
+/// The `.index` bytes ZODB's `fsIndex.save(pos, fname)` writes with the
+/// pickler `dialect`: pickles in fast mode (no memo) of `pos`, then
+/// `(prefix, data)` per 6-byte oid prefix in ascending order, then `None`.
+pub fn encode(
+    pos: u64,
+    index: &FsIndex,
+    dialect: zodb_core::pickle::Dialect,
+) -> Result<Vec<u8>, zodb_core::pickle::EncodeError> {
+    use zodb_core::pickle::{Encoder, Flavor, GraphBuilder};
+
+    let py3 = dialect.flavor() == Flavor::Py3;
+    let mut out = Vec::with_capacity(index.len() as usize * 8 + 64);
+    let dump = |build: &dyn Fn(&mut GraphBuilder) -> zodb_core::pickle::NodeId,
+                out: &mut Vec<u8>| {
+        let mut b = GraphBuilder::new();
+        let root = build(&mut b);
+        let graph = b.into_graph();
+        let mut enc = Encoder::with_output(&graph, dialect, std::mem::take(out));
+        enc.set_fast(true);
+        enc.dump(root)?;
+        *out = enc.into_output();
+        Ok::<(), zodb_core::pickle::EncodeError>(())
+    };
+    dump(&|b| b.int(pos as i64), &mut out)?;
+    let mut entries = index.iter().peekable();
+    while let Some((first, _)) = entries.peek().copied() {
+        let prefix = first.0 >> 16;
+        let mut suffixes = Vec::new();
+        let mut positions = Vec::new();
+        while let Some((oid, p)) = entries.peek().copied() {
+            if oid.0 >> 16 != prefix {
+                break;
+            }
+            suffixes.extend_from_slice(&(oid.0 as u16).to_be_bytes());
+            positions.extend_from_slice(&p.to_be_bytes()[2..]);
+            entries.next();
+        }
+        suffixes.extend_from_slice(&positions);
+        let prefix_bytes = prefix.to_be_bytes()[2..].to_vec();
+        dump(
+            &|b| {
+                let (k, v) = if py3 {
+                    (b.bytes(prefix_bytes.clone()), b.bytes(suffixes.clone()))
+                } else {
+                    (b.py2_str(prefix_bytes.clone()), b.py2_str(suffixes.clone()))
+                };
+                b.tuple([k, v])
+            },
+            &mut out,
+        )?;
+    }
+    dump(&|b| b.none(), &mut out)?;
+    Ok(out)
+}
+
+/// Writes `index` (valid up to `pos`) as `<data_fs>.index` the way ZODB
+/// does: to `.index.index_tmp`, then renamed over the old index; fsynced,
+/// so a crash leaves the old index or the new one, never half of one.
+pub fn save(
+    data_fs: &Path,
+    pos: u64,
+    index: &FsIndex,
+    magic: crate::format::Magic,
+) -> crate::Result<()> {
+    use std::io::Write;
+    let target = index_path(data_fs);
+    let tmp = crate::file::sibling(&target, ".index_tmp");
+    let bytes = encode(pos, index, dialect_for(magic)).map_err(|source| crate::Error::Encode {
+        path: target.clone(),
+        source,
+    })?;
+    let io = |path: &Path, op| {
+        let path = path.to_owned();
+        move |source| crate::Error::Io { path, op, source }
+    };
+    let mut f = std::fs::File::create(&tmp).map_err(io(&tmp, "create"))?;
+    f.write_all(&bytes).map_err(io(&tmp, "write"))?;
+    f.sync_all().map_err(io(&tmp, "fsync"))?;
+    std::fs::rename(&tmp, &target).map_err(io(&tmp, "rename"))?;
+    Ok(())
+}

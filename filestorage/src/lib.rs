@@ -28,6 +28,7 @@ pub mod index_file;
 pub mod iter;
 pub mod lock;
 pub mod observe;
+pub mod pack;
 pub mod reader;
 pub mod scan;
 pub mod storage;

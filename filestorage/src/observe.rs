@@ -25,8 +25,9 @@ pub enum WriteEvent<'a> {
     SetLen(u64),
     /// Everything written so far has just been made durable.
     Sync,
-    /// `finish` of the transaction `tid` returned: it must survive any
-    /// crash from here on.
+    /// `finish` of the transaction `tid` returned: with
+    /// [`crate::Durability::Immediate`] (the default) it must survive any
+    /// crash from here on; with `Deferred`, only from the next `Sync`.
     Committed(Tid),
 }
 

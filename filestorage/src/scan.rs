@@ -291,22 +291,37 @@ pub fn scan(
     Ok(out)
 }
 
-/// Whether the file ends with a well-formed committed transaction that
-/// starts after `pos` and is later than `tid`: the evidence that a
-/// transaction at `pos` which looks unfinished is damage, not a crashed tail.
-/// Returns that transaction's position.
+/// Whether committed transactions follow the transaction at `pos` (tid
+/// `tid`) that looks unfinished: the evidence that it is damage in the
+/// middle of the file, not a crashed tail. Returns the position of the
+/// first of them.
+///
+/// The evidence is a chain: walking back from the end of the file through
+/// the redundant lengths, every transaction is well formed, committed and
+/// later than `tid`, and the walk lands exactly on `pos`. Damage to a
+/// transaction's header leaves its trailer, and the chain, intact. A torn
+/// last transaction whose *data* holds a transaction (an object storing a
+/// copy of a Data.fs) can end the file with a well-formed later
+/// transaction, but the chain from it leads elsewhere: checking only the
+/// last transaction took such a crash image for damage and refused to open
+/// it, where ZODB truncates it.
 fn committed_after(r: &Reader, pos: u64, tid: Tid) -> Option<u64> {
-    let size = r.end();
-    let rtl = r
-        .u64_at(size.checked_sub(TXN_TRAILER_LEN)?, RecordKind::Transaction)
-        .ok()?;
-    let tpos = size.checked_sub(TXN_TRAILER_LEN)?.checked_sub(rtl)?;
-    if tpos <= pos {
-        return None;
+    let mut end = r.end();
+    let mut first = None;
+    loop {
+        let trailer = end.checked_sub(TXN_TRAILER_LEN)?;
+        let rtl = r.u64_at(trailer, RecordKind::Transaction).ok()?;
+        let tpos = trailer.checked_sub(rtl)?;
+        if tpos <= pos {
+            return first.filter(|_| tpos == pos);
+        }
+        let h = r.txn_header(tpos).ok()?;
+        if !(h.tlen == rtl && h.tid > tid && matches!(h.status, b' ' | b'p') && h.check().is_ok()) {
+            return None;
+        }
+        first = Some(tpos);
+        end = tpos;
     }
-    let h = r.txn_header(tpos).ok()?;
-    (h.tlen == rtl && h.tid > tid && matches!(h.status, b' ' | b'p') && h.check().is_ok())
-        .then_some(tpos)
 }
 
 fn check_trailer(r: &Reader, tend: u64, tlen: u64) -> Result<()> {

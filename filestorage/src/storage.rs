@@ -161,7 +161,11 @@ impl CommitLock {
 /// What only a read-write storage has.
 #[derive(Debug)]
 pub(crate) struct Writer {
-    pub(crate) file: Arc<File>,
+    /// The open Data.fs; replaced by pack's swap (under the commit lock,
+    /// so a transaction's handle stays valid from begin to finish).
+    pub(crate) file: Mutex<Arc<File>>,
+    /// Set while a pack runs: a second pack, and undo, are refused.
+    pub(crate) packing: std::sync::atomic::AtomicBool,
     pub(crate) _lock: LockFile,
     pub(crate) commit: CommitLock,
     /// The last tid handed out or seen (including a crashed tail's): new
@@ -172,6 +176,16 @@ pub(crate) struct Writer {
     pub(crate) backend: BackendKind,
     pub(crate) observer: crate::observe::Observer,
     pub(crate) durability: Durability,
+}
+
+impl Writer {
+    /// The current Data.fs handle.
+    pub(crate) fn current_file(&self) -> Arc<File> {
+        self.file
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
 }
 
 /// A ZODB FileStorage.
@@ -185,12 +199,16 @@ pub struct FileStorage {
     pub(crate) resolver: RwLock<Option<Arc<dyn ConflictResolver>>>,
 }
 
+/// Closing a writable storage syncs deferred commits and saves the
+/// `.index`, as ZODB's `close()` does (errors cannot be reported from a
+/// drop; the next open rebuilds a missing or stale index).
 impl Drop for FileStorage {
     fn drop(&mut self) {
-        if let Some(w) = &self.writer
-            && w.durability == Durability::Deferred
-        {
-            let _ = w.file.sync_data();
+        if let Some(w) = &self.writer {
+            if w.durability == Durability::Deferred {
+                let _ = w.current_file().sync_data();
+            }
+            let _ = self.save_index();
         }
     }
 }
@@ -348,7 +366,8 @@ impl FileStorage {
                 data,
             }),
             writer: Some(Writer {
-                file,
+                file: Mutex::new(file),
+                packing: std::sync::atomic::AtomicBool::new(false),
                 _lock: lock,
                 commit: CommitLock::default(),
                 clock: Mutex::new(clock),
@@ -361,6 +380,10 @@ impl FileStorage {
             hub: CommitHub::new(),
             resolver: RwLock::new(None),
         };
+        if matches!(fs.report.index, IndexOrigin::Rebuilt { .. }) {
+            // As ZODB: the next open should not have to scan again.
+            fs.save_index()?;
+        }
         Ok(fs)
     }
 
@@ -369,7 +392,7 @@ impl FileStorage {
     pub fn sync(&self) -> Result<()> {
         if let Some(w) = &self.writer {
             w.commit.acquire();
-            let r = w.file.sync_data().map_err(|source| Error::Io {
+            let r = w.current_file().sync_data().map_err(|source| Error::Io {
                 path: self.path.to_path_buf(),
                 op: "fsync",
                 source,
@@ -381,6 +404,18 @@ impl FileStorage {
             r?;
         }
         Ok(())
+    }
+
+    /// Writes `Data.fs.index` for the committed state, as ZODB does at
+    /// close, after a rebuild and after pack.
+    pub fn save_index(&self) -> Result<()> {
+        if self.writer.is_none() {
+            return Err(Error::ReadOnly {
+                path: self.path.to_path_buf(),
+            });
+        }
+        let st = self.read_state();
+        index_file::save(&self.path, st.end, &st.index, self.magic)
     }
 
     /// The Data.fs path.
