@@ -51,6 +51,9 @@ Usage: reftool.py SUBCOMMAND [OPTIONS] PATH [ARGS]
     load PATH OID [--before TID | --serial TID]
     history PATH OID [N]
     iterate PATH [--start TID] [--stop TID]
+    hold PATH                    open read-write and keep the lock until stdin closes
+    tryopen PATH                 try a read-write open; JSON says whether it worked
+    pack [--no-gc] PATH TIME     pack read-write with ZODB to the Unix time TIME
     apply PATH PLAN              commit a JSON plan of transactions (fixed tids)
                                  through FileStorage's raw API, read-write
     readall PATH                 load, history, loadSerial and loadBefore of
@@ -58,6 +61,18 @@ Usage: reftool.py SUBCOMMAND [OPTIONS] PATH [ARGS]
     undolog PATH [FIRST LAST]
     checkindex PATH [INDEX]      load INDEX (default PATH.index) with fsIndex
                                  and compare it with a scan of PATH
+
+  Writing (the only commands that write, and never beside PATH):
+    copy PATH DST                ZODB's copyTransactionsFrom: copy PATH into
+                                 a new FileStorage DST (DST must not exist;
+                                 it gets the magic of PATH: FS21 stays FS21
+                                 through the patch above)
+    zrestore PATH < DUMP         zodbtools `zodb restore`: append the
+                                 transactions of a raw `zodb dump` read from
+                                 stdin to PATH (created if missing, with
+                                 the FS30 magic)
+    recover [--iterate] PATH...  open each PATH read-write, as after a crash
+                                 (ZODB cuts a voted or torn tail into PATH.trN)
 
 OIDs for the JSON and catobj commands: 16 hex digits, or a Python int literal
 (`0x1a`, `26`). TIDs: 16 hex digits.
@@ -548,6 +563,135 @@ def cmd_apply(a):
         stor.close()
 
 
+def cmd_pack(a):
+    """Pack PATH read-write with ZODB: storage.pack(T, referencesf, gc).
+
+    T is a float Unix time as text. Prints {"result": "packed"|"unchanged"}
+    or {"error": name, "message": text}; PATH.old is left as ZODB leaves it.
+    """
+    from ZODB.FileStorage import FileStorage
+    from ZODB.serialize import referencesf
+    stor = FileStorage(a.path)
+    try:
+        before = os.path.getsize(a.path)
+        old = a.path + '.old'
+        stor.pack(float(a.time), referencesf, gc=not a.no_gc)
+        doc = {'result': 'packed' if os.path.exists(old) else 'unchanged', 'size_before': before}
+    except Exception as e:
+        doc = {'error': error_name(e), 'message': str(e)}
+    finally:
+        stor.close()
+    emit_json(doc)
+
+
+def tr_files(path):
+    """[[name, size], ...] of the PATH.trN files beside PATH, by N."""
+    d, base = os.path.split(os.path.abspath(path))
+    found = []
+    for name in os.listdir(d):
+        n = name[len(base) + 3:]
+        if name.startswith(base + '.tr') and n.isdigit():
+            found.append((int(n), name, os.path.getsize(os.path.join(d, name))))
+    return [[name, size] for _, name, size in sorted(found)]
+
+
+def cmd_recover(a):
+    """Open each PATH read-write with ZODB, as a restart after a crash does.
+
+    ZODB's read_index truncates a voted (`c`) or torn last transaction after
+    copying it to PATH.trN, and a tail shorter than a header without a copy.
+    One JSON line per PATH: {"path", "last_transaction": lastTransaction()
+    right after the open (hex), "size": PATH's size after the open,
+    "tr_files": [[name, size], ...]}, or {"path", "error": name, "message"}
+    when ZODB refuses the file. With --iterate, each line is followed by the
+    `iterate` document of the recovered file (opened again, read-only).
+    ZODB leaves PATH.index, .lock and .tmp behind. Every PATH must have the
+    magic of the first (FS21 support is set up once per process).
+    """
+    from ZODB.FileStorage import FileStorage
+    magic = read_magic(a.path)
+    for path in [a.path] + a.paths:
+        if read_magic(path) != magic:
+            sys.exit('reftool: %s: magic %r differs from %s' % (path, read_magic(path), a.path))
+        try:
+            stor = FileStorage(path)
+        except Exception as e:
+            emit_json({'path': path, 'error': error_name(e), 'message': str(e)})
+            continue
+        try:
+            doc = {'path': path, 'last_transaction': hx(stor.lastTransaction()),
+                   'size': os.path.getsize(path), 'tr_files': tr_files(path)}
+        finally:
+            stor.close()
+        emit_json(doc)
+        if a.iterate:
+            cmd_iterate(argparse.Namespace(path=path, start=None, stop=None))
+
+
+def cmd_copy(a):
+    """ZODB's BaseStorage.copy of PATH into a new FileStorage DST.
+
+    The source is a FileIterator, what FileStorage.iterator() returns, so
+    PATH is only read; DST is created (its close writes DST.index).
+    """
+    from ZODB.FileStorage import FileIterator, FileStorage
+    if os.path.exists(a.dst):
+        sys.exit('reftool: %s: exists' % a.dst)
+    src = FileIterator(a.path)
+    dst = FileStorage(a.dst, create=True)
+    try:
+        dst.copyTransactionsFrom(src)
+    finally:
+        dst.close()
+        src.close()
+
+
+def cmd_zrestore(a):
+    """zodbtools' zodbrestore of the dump on stdin into FileStorage PATH.
+
+    The storage is opened directly (zodbtools' storageFromURL needs
+    zodburi); zodbrestore prints each restored tid, as `zodb restore` does.
+    """
+    prepare_zodbtools()
+    from ZODB.FileStorage import FileStorage
+    import zodbtools.util
+    from zodbtools.zodbrestore import zodbrestore
+    # DumpReader looks the hash name up as b(name): a bstr equal to the
+    # str keys with pygolang master, plain bytes (never found) with
+    # pygolang 0.1. Bytes keys beside the str ones restore the reference.
+    reg = zodbtools.util.hashRegistry
+    reg.update({k.encode(): v for k, v in list(reg.items()) if isinstance(k, str)})
+    stor = FileStorage(a.path)
+    try:
+        zodbrestore(stor, sys.stdin.buffer,
+                    lambda txn: sys.stdout.write(txn.tid.hex() + '\n'))
+    finally:
+        stor.close()
+
+
+def cmd_hold(a):
+    """Open PATH read-write (taking Data.fs.lock), print "locked <pid>", and
+    keep it open until stdin closes; then close. For lock interop tests."""
+    from ZODB.FileStorage import FileStorage
+    stor = FileStorage(a.path)
+    sys.stdout.write('locked %d\n' % os.getpid())
+    sys.stdout.flush()
+    sys.stdin.read()
+    stor.close()
+
+
+def cmd_tryopen(a):
+    """Try to open PATH read-write; print {"opened": true} or {"error": name,
+    "message": text}."""
+    from ZODB.FileStorage import FileStorage
+    try:
+        FileStorage(a.path).close()
+        doc = {'opened': True}
+    except Exception as e:
+        doc = {'error': error_name(e), 'message': str(e)}
+    emit_json(doc)
+
+
 def cmd_undolog(a):
     """undoLog(first, last) as a list of jsonable dicts (ids are bytes)."""
     stor = open_storage(a.path)
@@ -675,6 +819,12 @@ def build_parser():
     s.add_argument('--start')
     s.add_argument('--stop')
     add('readall', cmd_readall).add_argument('path')
+    add('hold', cmd_hold).add_argument('path')
+    add('tryopen', cmd_tryopen).add_argument('path')
+    s = add('pack', cmd_pack)
+    s.add_argument('--no-gc', action='store_true')
+    s.add_argument('path')
+    s.add_argument('time')
     s = add('apply', cmd_apply)
     s.add_argument('path')
     s.add_argument('plan')
@@ -685,6 +835,14 @@ def build_parser():
     s = add('checkindex', cmd_checkindex)
     s.add_argument('path')
     s.add_argument('index', nargs='?')
+    s = add('copy', cmd_copy)
+    s.add_argument('path')
+    s.add_argument('dst')
+    add('zrestore', cmd_zrestore).add_argument('path')
+    s = add('recover', cmd_recover)
+    s.add_argument('--iterate', action='store_true')
+    s.add_argument('path')
+    s.add_argument('paths', nargs='*')
     return p
 
 
@@ -695,7 +853,7 @@ def main(argv=None):
     sys.stdout.reconfigure(encoding='utf-8', errors='surrogateescape',
                            newline='\n')
     if not os.path.exists(a.path):
-        if a.fn is not cmd_apply:  # apply creates the database
+        if a.fn not in (cmd_apply, cmd_zrestore):  # these create the database
             sys.exit('reftool: %s: no such file' % a.path)
     elif read_magic(a.path) == b'FS21':
         patch_for_fs21()

@@ -86,7 +86,9 @@ fn readall(fs: &FileStorage) -> Value {
     Value::Object(doc)
 }
 
-fn iterate(fs: &FileStorage) -> Value {
+/// Our answers in the shape of reftool's `iterate` document (also used by
+/// `fs_crash`).
+pub(crate) fn iterate(fs: &FileStorage) -> Value {
     let mut txns = Vec::new();
     for t in fs.txns() {
         let t = t.unwrap();
@@ -137,7 +139,8 @@ fn python_iterate(path: &Path) -> Value {
     v
 }
 
-fn first_difference(a: &Value, b: &Value, at: &str) -> Option<String> {
+/// Where two JSON documents first differ (`a` is Python's), or `None`.
+pub(crate) fn first_difference(a: &Value, b: &Value, at: &str) -> Option<String> {
     match (a, b) {
         (Value::Object(x), Value::Object(y)) => {
             for k in x.keys().chain(y.keys()) {

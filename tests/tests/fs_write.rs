@@ -304,3 +304,37 @@ fn write_plan(dir: &Path) -> String {
     std::fs::write(&p, serde_json::to_vec(&plan).unwrap()).unwrap();
     p.to_string_lossy().into_owned()
 }
+
+#[test]
+fn the_lock_excludes_python_and_python_excludes_us() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let Some(py) = zodb_it::python() else { return };
+    let copy = zodb_it::TempCopy::new(zodb_it::project_fixtures().join("history/Data.fs"));
+    // We hold it: Python's read-write open fails with zc.lockfile's error.
+    let fs = FileStorage::open(copy.path(), &OpenOptions::read_write()).unwrap();
+    let out: Value = serde_json::from_slice(&zodb_it::reftool(["tryopen".as_ref(), copy.path().as_os_str()]).stdout).unwrap();
+    assert_eq!(out["error"], "LockError", "{out}");
+    drop(fs);
+    // Python holds it: our read-write open fails naming Python's pid;
+    // read-only opens still work.
+    let mut child = Command::new(py)
+        .arg(zodb_it::reftool_script())
+        .arg("hold")
+        .arg(copy.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
+    let pid = line.trim().strip_prefix("locked ").unwrap().to_owned();
+    let err = FileStorage::open(copy.path(), &OpenOptions::read_write()).unwrap_err();
+    assert!(matches!(err, filestorage::Error::Lock(_)), "{err}");
+    assert!(err.to_string().contains(&pid), "{err} should name pid {pid}");
+    FileStorage::open_read_only(copy.path()).unwrap();
+    drop(child.stdin.take());
+    assert!(child.wait().unwrap().success());
+    // Released: we can write again.
+    FileStorage::open(copy.path(), &OpenOptions::read_write()).unwrap();
+}
