@@ -14,7 +14,11 @@
 //! All integers are big-endian. See `docs/filestorage-format.md` and
 //! ZODB's `FileStorage/format.py` for the reference.
 
-#![deny(clippy::indexing_slicing, clippy::unwrap_used, clippy::little_endian_bytes)]
+#![deny(
+    clippy::indexing_slicing,
+    clippy::unwrap_used,
+    clippy::little_endian_bytes
+)]
 
 use zodb_core::{Oid, Tid, TxnStatus};
 

@@ -10,7 +10,11 @@
 //!
 //! Positions are limited to 48 bits, as in ZODB's `.index` format.
 
-#![deny(clippy::indexing_slicing, clippy::unwrap_used, clippy::little_endian_bytes)]
+#![deny(
+    clippy::indexing_slicing,
+    clippy::unwrap_used,
+    clippy::little_endian_bytes
+)]
 
 use std::fmt;
 

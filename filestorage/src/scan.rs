@@ -220,61 +220,21 @@ pub fn scan(
             pos = tend + TXN_TRAILER_LEN;
             continue;
         }
-        let mut dpos = tpos + h.header_len();
-        while dpos < tend {
-            if tend - dpos < DATA_HEADER_LEN {
-                return Err(r.corrupt(
-                    dpos,
-                    RecordKind::DataRecord,
-                    Problem::DataPastTxn {
-                        end: dpos + DATA_HEADER_LEN,
-                        tend,
-                    },
-                ));
+        let warnings_before = out.warnings.len();
+        if let Err(e) = scan_records(r, tpos, &h, index, &mut out.warnings, &mut tindex) {
+            // A committed-looking last transaction whose records do not
+            // hold together is what a crash during finish's fsync can leave
+            // when the kernel wrote the status page before the data pages:
+            // its finish never returned, so it is a torn tail (ZODB fails
+            // to open such a file). Anywhere else it is damage.
+            if tend + TXN_TRAILER_LEN == file_size {
+                tindex.clear();
+                out.warnings.truncate(warnings_before);
+                out.tail = Tail::Torn { pos, tid: h.tid };
+                break;
             }
-            let rec = r.data_record(dpos)?;
-            let dh = rec.header;
-            if dh.vlen != 0 {
-                return Err(r.corrupt(dpos, RecordKind::DataRecord, Problem::Version(dh.vlen)));
-            }
-            let dend = dpos.saturating_add(dh.record_len());
-            if dend > tend {
-                return Err(r.corrupt(
-                    dpos,
-                    RecordKind::DataRecord,
-                    Problem::DataPastTxn { end: dend, tend },
-                ));
-            }
-            if dh.tloc != tpos {
-                return Err(r.corrupt(
-                    dpos,
-                    RecordKind::DataRecord,
-                    Problem::WrongTxn {
-                        tloc: dh.tloc,
-                        tpos,
-                    },
-                ));
-            }
-            let expected = index.get(dh.oid).unwrap_or(0);
-            if expected != dh.prev {
-                out.warnings.push(ScanWarning::PrevMismatch {
-                    pos: dpos,
-                    oid: dh.oid,
-                    expected,
-                    found: dh.prev,
-                });
-            }
-            tindex.push((dh.oid, dpos));
-            dpos = dend;
+            return Err(e);
         }
-        if dpos != tend {
-            return Err(r.corrupt(
-                tpos,
-                RecordKind::Transaction,
-                Problem::DataMisaligned { end: dpos, tend },
-            ));
-        }
-        check_trailer(r, tend, h.tlen)?;
         out.record_count += tindex.len() as u64;
         for (oid, p) in tindex.drain(..) {
             index.insert(oid, p).map_err(|e| Error::TooLarge {
@@ -289,6 +249,74 @@ pub fn scan(
     }
     progress(pos);
     Ok(out)
+}
+
+/// Checks the data records and the trailer of the transaction at `tpos`,
+/// collecting `(oid, pos)` of each record into `tindex`.
+fn scan_records(
+    r: &Reader,
+    tpos: u64,
+    h: &crate::format::TxnHeader,
+    index: &FsIndex,
+    warnings: &mut Vec<ScanWarning>,
+    tindex: &mut Vec<(Oid, u64)>,
+) -> Result<()> {
+    let tend = tpos + h.tlen;
+    let mut dpos = tpos + h.header_len();
+    while dpos < tend {
+        if tend - dpos < DATA_HEADER_LEN {
+            return Err(r.corrupt(
+                dpos,
+                RecordKind::DataRecord,
+                Problem::DataPastTxn {
+                    end: dpos + DATA_HEADER_LEN,
+                    tend,
+                },
+            ));
+        }
+        let rec = r.data_record(dpos)?;
+        let dh = rec.header;
+        if dh.vlen != 0 {
+            return Err(r.corrupt(dpos, RecordKind::DataRecord, Problem::Version(dh.vlen)));
+        }
+        let dend = dpos.saturating_add(dh.record_len());
+        if dend > tend {
+            return Err(r.corrupt(
+                dpos,
+                RecordKind::DataRecord,
+                Problem::DataPastTxn { end: dend, tend },
+            ));
+        }
+        if dh.tloc != tpos {
+            return Err(r.corrupt(
+                dpos,
+                RecordKind::DataRecord,
+                Problem::WrongTxn {
+                    tloc: dh.tloc,
+                    tpos,
+                },
+            ));
+        }
+        let expected = index.get(dh.oid).unwrap_or(0);
+        if expected != dh.prev {
+            warnings.push(ScanWarning::PrevMismatch {
+                pos: dpos,
+                oid: dh.oid,
+                expected,
+                found: dh.prev,
+            });
+        }
+        tindex.push((dh.oid, dpos));
+        dpos = dend;
+    }
+    if dpos != tend {
+        return Err(r.corrupt(
+            tpos,
+            RecordKind::Transaction,
+            Problem::DataMisaligned { end: dpos, tend },
+        ));
+    }
+    check_trailer(r, tend, h.tlen)
 }
 
 /// Whether committed transactions follow the transaction at `pos` (tid

@@ -221,3 +221,53 @@ fn concurrent_readers_during_commits() {
     }
     assert_eq!(fs.load(Oid(0)).unwrap().0, Bytes::from_static(b"299"));
 }
+
+/// A crash during finish's fsync can leave the status byte on disk without
+/// the data pages (the kernel orders writeback freely): a last transaction
+/// that reads committed but whose records are garbage. Its finish never
+/// returned, so it is a torn tail, saved to .tr0 and cut (ZODB cannot open
+/// such a file at all). The same damage before the last transaction stays
+/// an error.
+#[test]
+fn a_last_transaction_with_unwritten_data_is_a_torn_tail() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/history/Data.fs");
+    let ro = FileStorage::open_read_only(&src).unwrap();
+    let last = ro.txns_rev().next().unwrap().unwrap();
+    drop(ro);
+    let mut bytes = std::fs::read(&src).unwrap();
+    let (dstart, dend) = (last.data_pos() as usize, last.data_end() as usize);
+    bytes[dstart..dend].fill(0);
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("Data.fs");
+    std::fs::write(&p, &bytes).unwrap();
+    let ro = FileStorage::open_read_only(&p).unwrap();
+    assert_eq!(ro.end_pos(), last.pos);
+    assert!(matches!(
+        ro.open_report().scan.tail,
+        filestorage::scan::Tail::Torn { .. }
+    ));
+    drop(ro);
+    let fs = rw(&p);
+    let rec = fs.open_report().recovered.clone().unwrap();
+    assert_eq!(rec.pos, last.pos);
+    assert_eq!(
+        std::fs::read(rec.saved_to.unwrap()).unwrap(),
+        &bytes[last.pos as usize..]
+    );
+    drop(fs);
+    // The same zeros in the transaction before the last: damage.
+    let prev = FileStorage::open_read_only(&src)
+        .unwrap()
+        .txns_rev()
+        .nth(1)
+        .unwrap()
+        .unwrap();
+    let mut bytes = std::fs::read(&src).unwrap();
+    bytes[prev.data_pos() as usize..prev.data_end() as usize].fill(0);
+    std::fs::write(&p, &bytes).unwrap();
+    std::fs::remove_file(dir.path().join("Data.fs.index")).ok();
+    assert!(matches!(
+        FileStorage::open_read_only(&p),
+        Err(filestorage::Error::Corrupt { .. })
+    ));
+}
