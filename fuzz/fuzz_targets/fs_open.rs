@@ -19,7 +19,7 @@ fuzz_target!(|data: &[u8]| {
     let file = DataFile::from_backend("fuzz.fs", std::sync::Arc::new(MemBackend(Bytes::from(image))));
     let opts = OpenOptions { use_index: false, ..OpenOptions::default() };
     let Ok(fs) = FileStorage::open_file(file, &opts, &mut |_, _| {}) else { return };
-    for (oid, _) in fs.index().iter().take(32) {
+    for (oid, _) in fs.oids().into_iter().take(32) {
         let _ = fs.load(oid);
         let _ = fs.load_before(oid, Tid(1 << 56));
         let _ = fs.history(oid, 4);
