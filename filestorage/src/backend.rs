@@ -44,11 +44,18 @@ fn eof(pos: u64, len: u64, size: u64) -> io::Error {
     )
 }
 
-/// A read-only memory mapping of the whole file as it was when mapped.
-pub struct MmapBackend {
-    /// The mapping as one shared buffer; slices of it keep the mapping alive
-    /// after the backend is dropped.
-    whole: Bytes,
+/// Bytes held in memory: a read-only memory mapping of a file (what
+/// [`MmapBackend::map`] makes: loads are slices of the page cache, no copy)
+/// or an image built in memory (tests, fuzzing).
+#[derive(Clone)]
+pub struct MemBackend(pub Bytes);
+
+impl fmt::Debug for MemBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MemBackend")
+            .field("len", &self.0.len())
+            .finish()
+    }
 }
 
 /// Owner of the mapping inside [`Bytes::from_owner`].
@@ -60,14 +67,18 @@ impl AsRef<[u8]> for MapOwner {
     }
 }
 
+/// Maps files read-only.
+#[derive(Debug)]
+pub struct MmapBackend;
+
 impl MmapBackend {
-    /// Maps `file` read-only, `len` bytes from its start.
-    pub fn map(file: &File, len: u64) -> io::Result<MmapBackend> {
+    /// Maps `file` read-only, `len` bytes from its start (`len` may exceed
+    /// the file's size: the window a growing file is read through; only
+    /// bytes below the committed end are ever read).
+    pub fn map(file: &File, len: u64) -> io::Result<MemBackend> {
         if len == 0 {
             // A zero-length mapping is an error in mmap(2); nothing to read anyway.
-            return Ok(MmapBackend {
-                whole: Bytes::new(),
-            });
+            return Ok(MemBackend(Bytes::new()));
         }
         let len_usize = usize::try_from(len)
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "file too large to map"))?;
@@ -75,61 +86,24 @@ impl MmapBackend {
         // are never modified in place: ZODB only appends, truncates bytes past
         // the last committed transaction (which no reader of this mapping has
         // indexed, so none is ever read), and pack replaces the file by
-        // rename, which leaves this inode intact. A process that breaks this
-        // protocol (truncating committed data under us) could make a read
-        // fault with SIGBUS; no ZODB implementation does.
+        // rename, which leaves this inode intact. Pages past the end of the
+        // file are never touched (reads stop at the committed end). A process
+        // that breaks this protocol (truncating committed data under us)
+        // could make a read fault with SIGBUS; no ZODB implementation does.
         let map = unsafe { memmap2::MmapOptions::new().len(len_usize).map(file)? };
         // Random loads dominate; the kernel's default readahead wastes cache.
         let _ = map.advise(memmap2::Advice::Random);
-        Ok(MmapBackend {
-            whole: Bytes::from_owner(MapOwner(map)),
-        })
+        Ok(MemBackend(Bytes::from_owner(MapOwner(map))))
     }
+}
 
+impl MemBackend {
     fn range(&self, pos: u64, len: u64) -> Option<std::ops::Range<usize>> {
         let start = usize::try_from(pos).ok()?;
         let end = start.checked_add(usize::try_from(len).ok()?)?;
-        (end <= self.whole.len()).then_some(start..end)
+        (end <= self.0.len()).then_some(start..end)
     }
 }
-
-impl fmt::Debug for MmapBackend {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("MmapBackend")
-            .field("len", &self.whole.len())
-            .finish()
-    }
-}
-
-impl Backend for MmapBackend {
-    fn len(&self) -> u64 {
-        self.whole.len() as u64
-    }
-
-    fn read_exact_at(&self, pos: u64, buf: &mut [u8]) -> io::Result<()> {
-        let src = self
-            .slice_at(pos, buf.len() as u64)
-            .ok_or_else(|| eof(pos, buf.len() as u64, self.len()))?;
-        buf.copy_from_slice(src);
-        Ok(())
-    }
-
-    fn bytes_at(&self, pos: u64, len: u64) -> io::Result<Bytes> {
-        let r = self
-            .range(pos, len)
-            .ok_or_else(|| eof(pos, len, self.len()))?;
-        Ok(self.whole.slice(r))
-    }
-
-    fn slice_at(&self, pos: u64, len: u64) -> Option<&[u8]> {
-        self.whole.get(self.range(pos, len)?)
-    }
-}
-
-/// An in-memory image of a file: for tests, fuzzing, and files assembled
-/// in memory.
-#[derive(Debug, Clone)]
-pub struct MemBackend(pub Bytes);
 
 impl Backend for MemBackend {
     fn len(&self) -> u64 {
@@ -145,19 +119,14 @@ impl Backend for MemBackend {
     }
 
     fn bytes_at(&self, pos: u64, len: u64) -> io::Result<Bytes> {
-        let start = usize::try_from(pos).map_err(|_| eof(pos, len, self.len()))?;
-        let end = usize::try_from(len)
-            .ok()
-            .and_then(|l| start.checked_add(l))
-            .filter(|&e| e <= self.0.len())
+        let r = self
+            .range(pos, len)
             .ok_or_else(|| eof(pos, len, self.len()))?;
-        Ok(self.0.slice(start..end))
+        Ok(self.0.slice(r))
     }
 
     fn slice_at(&self, pos: u64, len: u64) -> Option<&[u8]> {
-        let start = usize::try_from(pos).ok()?;
-        let end = start.checked_add(usize::try_from(len).ok()?)?;
-        self.0.get(start..end)
+        self.0.get(self.range(pos, len)?)
     }
 }
 
