@@ -31,6 +31,9 @@ use crate::storage::{FileStorage, Recovered, Writer};
 
 /// Transactions whose data records exceed this are spilled to `Data.fs.tmp`.
 const SPILL_BYTES: usize = 32 << 20;
+/// Transactions whose records are at most this are written with one
+/// `pwrite` (header, records and trailer copied together).
+const ONE_WRITE_BYTES: usize = 256 << 10;
 /// Largest user, description or extension ZODB can store (a u16 length).
 const MAX_META: usize = 0xffff;
 
@@ -871,20 +874,17 @@ impl TpcTxn for FsTxn<'_> {
         let file = &self.file;
         let obs = &self.w.observer;
         let result = (|| -> Result<()> {
+            // Small transactions go out in one write; for big ones a second
+            // copy of the records costs more than two more syscalls.
+            let one_write = self.buf.spill.is_none() && self.buf.mem.len() <= ONE_WRITE_BYTES;
             let mut head = Vec::with_capacity(
-                self.thl as usize
-                    + if self.buf.spill.is_none() {
-                        self.buf.mem.len() + 8
-                    } else {
-                        0
-                    },
+                self.thl as usize + if one_write { self.buf.mem.len() + 8 } else { 0 },
             );
             head.extend_from_slice(&h.encode());
             head.extend_from_slice(&self.meta.user);
             head.extend_from_slice(&self.meta.description);
             head.extend_from_slice(&self.meta.extension);
-            if self.buf.spill.is_none() {
-                // One write for the usual small transaction.
+            if one_write {
                 head.extend_from_slice(&self.buf.mem);
                 head.extend_from_slice(&tlen.to_be_bytes());
                 obs.emit(WriteEvent::Write {
