@@ -191,3 +191,492 @@ pub fn print_table(rows: &[Row], out: &mut dyn Write) -> Result<(), ToolError> {
     }
     Ok(())
 }
+
+const PY_WRITE_BENCH: &str = include_str!("../../bench/py_write_bench.py");
+
+fn run_py(python: &Path, args: &[&str]) -> Result<serde_json::Value, ToolError> {
+    let o = Command::new(python)
+        .arg("-c")
+        .arg(PY_WRITE_BENCH)
+        .args(args)
+        .output()
+        .map_err(|e| ToolError::io(python, e))?;
+    if !o.status.success() {
+        return Err(ToolError::Usage(format!(
+            "python reference failed: {}",
+            String::from_utf8_lossy(&o.stderr)
+        )));
+    }
+    serde_json::from_slice(&o.stdout)
+        .map_err(|e| ToolError::Usage(format!("python reference printed no JSON: {e}")))
+}
+
+/// Anonymous resident memory of this process now, in KiB (`RssAnon`): the
+/// heap, not the file pages a mapping makes resident.
+fn rss_anon_kb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("RssAnon:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Runs `f` while sampling `RssAnon` every 10 ms; returns its result and
+/// the peak seen.
+fn with_peak_anon<T>(f: impl FnOnce() -> T) -> (T, f64) {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    let done = std::sync::Arc::new(AtomicBool::new(false));
+    let peak = std::sync::Arc::new(AtomicU64::new(rss_anon_kb().unwrap_or(0.0) as u64));
+    let sampler = {
+        let (done, peak) = (done.clone(), peak.clone());
+        std::thread::spawn(move || {
+            while !done.load(Ordering::Relaxed) {
+                peak.fetch_max(rss_anon_kb().unwrap_or(0.0) as u64, Ordering::Relaxed);
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        })
+    };
+    let r = f();
+    done.store(true, Ordering::Relaxed);
+    let _ = sampler.join();
+    (r, peak.load(Ordering::Relaxed) as f64)
+}
+
+/// The same 100-byte record Python's side stores.
+fn bench_record() -> bytes::Bytes {
+    let mut r = b"\x80\x03cbuiltins\nobject\nq\x00.\x80\x03C".to_vec();
+    r.push(60);
+    r.extend_from_slice(&[b'x'; 60]);
+    r.extend_from_slice(b"q\x01.");
+    bytes::Bytes::from(r)
+}
+
+/// Commits `ntxn` transactions of `nobj` new records; seconds taken.
+fn commit_run(path: &Path, ntxn: usize, nobj: usize) -> Result<f64, ToolError> {
+    use zodb_core::storage::TpcTxn;
+    let fs = FileStorage::open(path, &OpenOptions::read_write())?;
+    let rec = bench_record();
+    let t = Instant::now();
+    for _ in 0..ntxn {
+        let oids = fs.new_oids(nobj)?;
+        let mut txn = fs.begin(zodb_core::TxnMeta::default())?;
+        for oid in oids {
+            txn.store(oid, zodb_core::Tid::ZERO, rec.clone())?;
+        }
+        txn.vote()?;
+        Box::new(txn).finish()?;
+    }
+    Ok(secs(t.elapsed()))
+}
+
+/// The write side: commit rates against the fsync bound and against
+/// Python's raw storage API; with `pack_src`, pack of a copy of it against
+/// ZODB's pack. Scratch files go to `dir`.
+pub fn bench_write(
+    dir: &Path,
+    python: Option<&Path>,
+    pack_src: Option<&Path>,
+    out: &mut dyn Write,
+) -> Result<Vec<Row>, ToolError> {
+    use std::os::unix::fs::FileExt;
+    let scratch = tempfile_in(dir)?;
+    // The fsync bound: append ~200 bytes and fdatasync, as a commit does.
+    let n1 = 400;
+    let f = std::fs::File::create(scratch.join("fsync.bin")).map_err(|e| ToolError::io(dir, e))?;
+    let block = [7u8; 200];
+    let t = Instant::now();
+    for i in 0..n1 as u64 {
+        f.write_all_at(&block, i * 200)
+            .map_err(|e| ToolError::io(dir, e))?;
+        f.sync_data().map_err(|e| ToolError::io(dir, e))?;
+    }
+    let fsync_rate = n1 as f64 / secs(t.elapsed());
+    let one = n1 as f64 / commit_run(&scratch.join("one.fs"), n1, 1)?;
+    let n100 = 300;
+    let hundred = n100 as f64 / commit_run(&scratch.join("hundred.fs"), n100, 100)?;
+    let mut py100 = None;
+    let mut py1 = None;
+    if let Some(py) = python {
+        let d = scratch.to_string_lossy();
+        let r = run_py(py, &["commit", &d, &n100.to_string(), "100"])?;
+        py100 = r["seconds"].as_f64().map(|s| n100 as f64 / s);
+        std::fs::remove_file(scratch.join("py.fs")).ok();
+        let r = run_py(py, &["commit", &d, &n1.to_string(), "1"])?;
+        py1 = r["seconds"].as_f64().map(|s| n1 as f64 / s);
+    }
+    let mut rows = vec![
+        Row {
+            what: "fsync bound (append 200 B + fdatasync)".into(),
+            ours: fsync_rate,
+            python: None,
+            unit: "ops/s",
+            higher_is_better: true,
+        },
+        Row {
+            what: "1-object commits".into(),
+            ours: one,
+            python: py1,
+            unit: "txn/s",
+            higher_is_better: true,
+        },
+        Row {
+            what: "  as a fraction of the fsync bound".into(),
+            ours: one / fsync_rate,
+            python: py1.map(|p| p / fsync_rate),
+            unit: "",
+            higher_is_better: true,
+        },
+        Row {
+            what: "100-object commits".into(),
+            ours: hundred,
+            python: py100,
+            unit: "txn/s",
+            higher_is_better: true,
+        },
+    ];
+    if let Some(src) = pack_src {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0);
+        let ours_copy = scratch.join("pack-ours.fs");
+        std::fs::copy(src, &ours_copy).map_err(|e| ToolError::io(src, e))?;
+        let fs = FileStorage::open(&ours_copy, &OpenOptions::read_write())?;
+        let objects = fs.object_count();
+        let pack_tid = zodb_core::TimeStamp::from_unix(t)
+            .map_err(|e| ToolError::Usage(e.to_string()))?
+            .tid();
+        let start = Instant::now();
+        let (packed, peak_anon) = with_peak_anon(|| fs.pack(pack_tid, true));
+        packed?;
+        let ours_s = secs(start.elapsed());
+        drop(fs);
+        std::fs::remove_file(&ours_copy).ok();
+        std::fs::remove_file(filestorage::file::sibling(&ours_copy, ".old")).ok();
+        let mut py_s = None;
+        let mut py_rss = None;
+        if let Some(py) = python {
+            let py_copy = scratch.join("pack-py.fs");
+            std::fs::copy(src, &py_copy).map_err(|e| ToolError::io(src, e))?;
+            let r = run_py(py, &["pack", &py_copy.to_string_lossy(), &format!("{t}")])?;
+            py_s = r["seconds"].as_f64();
+            py_rss = r["peak_anon_kb"].as_f64();
+        }
+        rows.push(Row {
+            what: format!(
+                "pack with gc ({:.2} GB)",
+                std::fs::metadata(src).map(|m| m.len()).unwrap_or(0) as f64 / 1e9
+            ),
+            ours: ours_s,
+            python: py_s,
+            unit: "s",
+            higher_is_better: false,
+        });
+        rows.push(Row {
+            what: format!("  peak anonymous memory during pack ({objects} objects)"),
+            ours: peak_anon / 1024.0,
+            python: py_rss.map(|k| k / 1024.0),
+            unit: "MB",
+            higher_is_better: false,
+        });
+    }
+    std::fs::remove_dir_all(&scratch).ok();
+    print_table(&rows, out)?;
+    Ok(rows)
+}
+
+/// A fresh scratch directory inside `dir`.
+fn tempfile_in(dir: &Path) -> Result<std::path::PathBuf, ToolError> {
+    let p = dir.join(format!("zodbrs-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&p).map_err(|e| ToolError::io(&p, e))?;
+    Ok(p)
+}
+
+const PY_COPY_BENCH: &str = include_str!("../../bench/py_copy_bench.py");
+
+/// Removes a scratch FileStorage and the files the engine keeps beside it.
+fn remove_storage(path: &Path) {
+    for suffix in ["", ".index", ".lock", ".tmp", ".tr0"] {
+        let _ = std::fs::remove_file(filestorage::file::sibling(path, suffix));
+    }
+}
+
+/// Whether two files hold the same bytes (compared in pieces, so a large
+/// file is never held in memory).
+fn same_bytes(a: &Path, b: &Path) -> Result<bool, ToolError> {
+    use std::io::Read;
+    let open = |p: &Path| std::fs::File::open(p).map_err(|e| ToolError::io(p, e));
+    let (mut fa, mut fb) = (open(a)?, open(b)?);
+    let (mut ba, mut bb) = (vec![0u8; 8 << 20], vec![0u8; 8 << 20]);
+    loop {
+        let na = fa.read(&mut ba).map_err(|e| ToolError::io(a, e))?;
+        let mut nb = 0;
+        while nb < na {
+            let n = fb.read(&mut bb[nb..na]).map_err(|e| ToolError::io(b, e))?;
+            if n == 0 {
+                return Ok(false);
+            }
+            nb += n;
+        }
+        if ba[..na] != bb[..na] {
+            return Ok(false);
+        }
+        if na == 0 {
+            return Ok(fb.read(&mut bb[..1]).map_err(|e| ToolError::io(b, e))? == 0);
+        }
+    }
+}
+
+/// `zodbrs bench copy`: our `copy` of `src` into `dst` against ZODB's
+/// `copyTransactionsFrom`, in the same run, page cache warm.
+///
+/// Two comparisons, each like for like: the copy until its last
+/// transaction is finished (ours with deferred durability, Python with
+/// ZODB's per-transaction fsync turned off), and the copy made durable
+/// (ours: plus the one final fsync and the `.index`; Python: ZODB as it
+/// ships, an fsync at every `tpc_finish`). Python copies only the first
+/// `python_txns` transactions (it is slow); its throughput is that of the
+/// prefix, bytes written over seconds, and the ratio compares throughputs.
+/// `dst` must not exist; it is removed after each run, and nothing is ever
+/// written beside `src`.
+pub fn bench_copy(
+    src: &Path,
+    dst: &Path,
+    python: Option<&Path>,
+    python_txns: usize,
+    out: &mut dyn Write,
+) -> Result<Vec<Row>, ToolError> {
+    if dst.exists() {
+        return Err(ToolError::Usage(format!(
+            "{}: exists; give a scratch path that does not",
+            dst.display()
+        )));
+    }
+    warm(src)?;
+    let source = FileStorage::open_read_only(src)?;
+    let size = source.end_pos() as f64;
+    let t = Instant::now();
+    let dest = FileStorage::open(
+        dst,
+        &OpenOptions {
+            create: true,
+            new_magic: source.magic(),
+            durability: filestorage::Durability::Deferred,
+            ..OpenOptions::read_write()
+        },
+    )?;
+    let report =
+        crate::tools::copy::copy_transactions(&source, &dest, &mut std::io::sink(), &mut |_| {});
+    let copied = secs(t.elapsed());
+    let synced = dest.sync();
+    let durable = secs(t.elapsed());
+    drop(dest);
+    let closed = secs(t.elapsed());
+    let result = report
+        .map_err(ToolError::from)
+        .and_then(|r| Ok((r, synced?)))
+        .and_then(|(r, ())| Ok((r, same_bytes(src, dst)?)));
+    remove_storage(dst);
+    let (report, identical) = result?;
+    writeln!(
+        out,
+        "ours: {} transactions, {} records, {:.2} GB; copy identical to the source: {}",
+        report.txns,
+        report.records,
+        size / 1e9,
+        if identical { "yes" } else { "NO" }
+    )?;
+    let mut py = |fsync: bool| -> Result<Option<(f64, f64)>, ToolError> {
+        let Some(python) = python else {
+            return Ok(None);
+        };
+        writeln!(
+            out,
+            "running ZODB's copyTransactionsFrom on the first {python_txns} transactions, fsync {}...",
+            if fsync { "on" } else { "off" }
+        )?;
+        let o = Command::new(python)
+            .arg("-c")
+            .arg(PY_COPY_BENCH)
+            .arg(src)
+            .arg(dst)
+            .arg(python_txns.to_string())
+            .arg(if fsync { "1" } else { "0" })
+            .output()
+            .map_err(|e| ToolError::io(python, e));
+        remove_storage(dst);
+        let o = o?;
+        if !o.status.success() {
+            return Err(ToolError::Usage(format!(
+                "python reference failed: {}",
+                String::from_utf8_lossy(&o.stderr)
+            )));
+        }
+        let j: serde_json::Value = serde_json::from_slice(&o.stdout)
+            .map_err(|e| ToolError::Usage(format!("python reference printed no JSON: {e}")))?;
+        let (Some(s), Some(b)) = (j["seconds"].as_f64(), j["bytes"].as_f64()) else {
+            return Err(ToolError::Usage(format!("python reference printed {j}")));
+        };
+        writeln!(out, "  {:.1} MB in {s:.2} s", b / 1e6)?;
+        Ok(Some((b / s / 1e9, b)))
+    };
+    let py_fast = py(false)?;
+    let py_durable = py(true)?;
+    let rows = vec![
+        Row {
+            what: "copy, until the last finish (Python: fsync off)".into(),
+            ours: size / copied / 1e9,
+            python: py_fast.map(|(r, _)| r),
+            unit: "GB/s",
+            higher_is_better: true,
+        },
+        Row {
+            what: "copy, durable (ours: + final fsync + .index; Python: fsync per txn)".into(),
+            ours: size / closed / 1e9,
+            python: py_durable.map(|(r, _)| r),
+            unit: "GB/s",
+            higher_is_better: true,
+        },
+        Row {
+            what: "  of which our final fsync".into(),
+            ours: durable - copied,
+            python: None,
+            unit: "s",
+            higher_is_better: false,
+        },
+    ];
+    print_table(&rows, out)?;
+    Ok(rows)
+}
+
+/// The Python side of `bench array`: wendelin.core's stand-in classes,
+/// then the reader (both embedded, so the binary needs no checkout).
+const PY_WENDELIN_STANDIN: &str = include_str!("../../zblk/tests/py/wendelin_standin.py");
+const PY_ARRAY_BENCH: &str = include_str!("../../bench/py_array_bench.py");
+
+/// Memory for a whole array, as numpy allocates it: anonymous memory with
+/// transparent huge pages requested (numpy's allocator madvises
+/// MADV_HUGEPAGE for arrays of 4 MiB and more), so both sides pay the same
+/// page-fault cost.
+fn array_memory(n: u64) -> Result<memmap2::MmapMut, ToolError> {
+    let n = usize::try_from(n).map_err(|_| ToolError::Usage("array larger than memory".into()))?;
+    let m = memmap2::MmapOptions::new()
+        .len(n.max(1))
+        .map_anon()
+        .map_err(ToolError::Output)?;
+    // Only a hint: without THP the read is just slower.
+    let _ = m.advise(memmap2::Advice::HugePage);
+    Ok(m)
+}
+
+/// `zodbrs bench array`: a whole ZBigArray into memory, ours against
+/// wendelin.core's path in Python (ZODB load, unpickle, copy into a numpy
+/// array, block by block), best of `runs` each, on a warm page cache. Both
+/// sides open the database in the timed part. Also times our `.npy` export
+/// to a sink (zero-copy streaming) and a transposing read (the other
+/// order), which Python has no direct counterpart of.
+pub fn bench_array(
+    path: &Path,
+    oid: Oid,
+    python: Option<&Path>,
+    runs: usize,
+    out: &mut dyn Write,
+) -> Result<Vec<Row>, ToolError> {
+    use zblk::array::ZBigArray;
+    use zblk::format::Order;
+    use zodb_core::storage::Snapshot;
+
+    let runs = runs.max(1);
+    warm(path)?;
+    let py = match python {
+        Some(py) => {
+            writeln!(out, "running the Python reference ({})...", py.display())?;
+            let script = format!("{PY_WENDELIN_STANDIN}\n{PY_ARRAY_BENCH}");
+            let o = Command::new(py)
+                .arg("-c")
+                .arg(script)
+                .arg(path)
+                .arg(oid.0.to_string())
+                .arg(runs.to_string())
+                .output()
+                .map_err(|e| ToolError::io(py, e))?;
+            if !o.status.success() {
+                return Err(ToolError::Usage(format!(
+                    "python reference failed: {}",
+                    String::from_utf8_lossy(&o.stderr)
+                )));
+            }
+            Some(
+                serde_json::from_slice::<serde_json::Value>(&o.stdout).map_err(|e| {
+                    ToolError::Usage(format!("python reference printed no JSON: {e}"))
+                })?,
+            )
+        }
+        None => None,
+    };
+    let py_read = py.as_ref().and_then(|j| j.get("read_s")?.as_f64());
+
+    let (mut read_s, mut nbytes, mut format) = (f64::INFINITY, 0u64, String::new());
+    for _ in 0..runs {
+        let t = Instant::now();
+        let fs = FileStorage::open_read_only(path)?;
+        let a = ZBigArray::open(Snapshot::latest(&fs), oid)?;
+        let mut mem = array_memory(a.nbytes())?;
+        let buf = mem.get_mut(..a.nbytes() as usize).unwrap_or_default();
+        a.read_into(a.order(), buf)?;
+        read_s = read_s.min(secs(t.elapsed()));
+        nbytes = a.nbytes();
+        if format.is_empty() {
+            format = match a.file().load_block(0)? {
+                Some(b) => b.format.class_name().to_owned(),
+                None => "hole".into(),
+            };
+        }
+        std::hint::black_box(&*mem);
+    }
+    let fs = FileStorage::open_read_only(path)?;
+    let a = ZBigArray::open(Snapshot::latest(&fs), oid)?;
+    let t = Instant::now();
+    a.write_npy(&mut std::io::sink(), &mut |_| {})?;
+    let npy_s = secs(t.elapsed());
+    let other = if a.order() == Order::C {
+        Order::F
+    } else {
+        Order::C
+    };
+    let t = Instant::now();
+    a.write_to(other, &mut std::io::sink(), &mut |_| {})?;
+    let transposed_s = secs(t.elapsed());
+
+    let gb = nbytes as f64 / 1e9;
+    let rows = vec![
+        Row {
+            what: format!("ZBigArray into memory ({format}, {:.2} GB)", gb),
+            ours: read_s,
+            python: py_read,
+            unit: "s",
+            higher_is_better: false,
+        },
+        Row {
+            what: "  throughput".into(),
+            ours: gb / read_s,
+            python: py_read.map(|s| gb / s),
+            unit: "GB/s",
+            higher_is_better: true,
+        },
+        Row {
+            what: "  .npy export to a sink".into(),
+            ours: gb / npy_s,
+            python: None,
+            unit: "GB/s",
+            higher_is_better: true,
+        },
+        Row {
+            what: format!("  transposing read ({} order)", other.as_char()),
+            ours: gb / transposed_s,
+            python: None,
+            unit: "GB/s",
+            higher_is_better: true,
+        },
+    ];
+    print_table(&rows, out)?;
+    Ok(rows)
+}

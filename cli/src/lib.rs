@@ -16,6 +16,12 @@ pub enum ToolError {
     /// A storage operation failed.
     #[error(transparent)]
     Storage(#[from] zodb_core::StorageError),
+    /// Reading wendelin.core objects (ZBigFile, ZBigArray, ZBlk) failed.
+    #[error(transparent)]
+    Wendelin(#[from] zblk::Error),
+    /// Copying a storage failed (`copy`, `bench copy`).
+    #[error(transparent)]
+    Copy(#[from] crate::tools::copy::CopyError),
     /// Writing the output failed.
     #[error("writing output: {0}")]
     Output(#[from] std::io::Error),

@@ -116,12 +116,58 @@ enum Cmd {
         /// `tidmin..tidmax`, both ends optional and inclusive.
         tidrange: Option<String>,
     },
-    /// Verify Data.fs.index against a full scan of the file (--check).
+    /// Rebuild Data.fs.index by a full scan and write it; with --check,
+    /// only compare the saved index with the file and report every mismatch.
     Reindex {
-        /// Compare the saved index with the file and report every mismatch.
-        #[arg(long, required = true)]
+        /// Compare instead of rewriting.
+        #[arg(long)]
         check: bool,
         /// The Data.fs.
+        path: PathBuf,
+    },
+    /// Pack: remove history before a time (and unreachable objects), as ZODB's pack.
+    Pack {
+        /// Pack to this many days before now.
+        #[arg(long, conflicts_with = "time")]
+        days: Option<f64>,
+        /// Pack time: Unix seconds (1764000000.25), ISO 8601 UTC, or a 16-hex-digit tid.
+        #[arg(long)]
+        time: Option<String>,
+        /// Keep every object current at the pack time, reachable or not.
+        #[arg(long)]
+        no_gc: bool,
+        /// The Data.fs (opened read-write: no other writer may hold it).
+        path: PathBuf,
+    },
+    /// wendelin.core ZBigFiles (`cat`).
+    Bigfile {
+        #[command(subcommand)]
+        what: BigfileCmd,
+    },
+    /// wendelin.core ZBigArrays (`info`, `export` to .npy).
+    Array {
+        #[command(subcommand)]
+        what: ArrayCmd,
+    },
+    /// Copy every transaction into a new FileStorage (ZODB's copyTransactionsFrom).
+    Copy {
+        /// Replace DST even if it already holds transactions.
+        #[arg(long)]
+        force: bool,
+        /// DST's magic (default: SRC's, so the copy is byte-identical).
+        #[arg(long, value_parser = ["FS21", "FS30"])]
+        magic: Option<String>,
+        /// The Data.fs to copy (opened read-only).
+        src: PathBuf,
+        /// The new Data.fs.
+        dst: PathBuf,
+    },
+    /// Restore transactions from a `zodbrs dump` on stdin (zodbtools' `zodb restore`).
+    Restore {
+        /// Magic of PATH if it is created (FS21: a file Python 2 can open).
+        #[arg(long, value_parser = ["FS21", "FS30"], default_value = "FS30")]
+        magic: String,
+        /// The Data.fs to append to (created if missing).
         path: PathBuf,
     },
     /// Measure against the Python reference in the same run and print the ratios.
@@ -140,7 +186,65 @@ enum Cmd {
 }
 
 #[derive(Subcommand)]
+enum BigfileCmd {
+    /// Write a ZBigFile's bytes to stdout, holes as zeros ((maxKey+1)*blksize bytes).
+    Cat {
+        /// Read as of this transaction (16 hex digits or a time; default: latest).
+        #[arg(long)]
+        at: Option<String>,
+        /// The Data.fs.
+        path: PathBuf,
+        /// The ZBigFile: 16 hex digits, or a Python int (17, 0x11).
+        oid: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum ArrayCmd {
+    /// Shape, dtype, order, block size and how the blocks are stored.
+    Info {
+        /// Read as of this transaction (16 hex digits or a time; default: latest).
+        #[arg(long)]
+        at: Option<String>,
+        /// The Data.fs.
+        path: PathBuf,
+        /// The ZBigArray: 16 hex digits, or a Python int (17, 0x11).
+        oid: String,
+    },
+    /// Write the array as a NumPy .npy file (`-`: stdout) that numpy.load reads equal to A[:].
+    Export {
+        /// Read as of this transaction (16 hex digits or a time; default: latest).
+        #[arg(long)]
+        at: Option<String>,
+        /// The Data.fs.
+        path: PathBuf,
+        /// The ZBigArray: 16 hex digits, or a Python int (17, 0x11).
+        oid: String,
+        /// The .npy file to write.
+        out: PathBuf,
+    },
+}
+
+/// A `--at` argument.
+fn at_arg(at: Option<&str>) -> anyhow::Result<Option<zodb_core::Tid>> {
+    Ok(at.map(zodbrs::tidrange::parse_tid_local).transpose()?)
+}
+
+#[derive(Subcommand)]
 enum BenchCmd {
+    /// A whole wendelin.core ZBigArray into memory, against wendelin's path in Python.
+    Array {
+        /// Python with ZODB and numpy, to measure the reference (e.g. .venv/bin/python).
+        #[arg(long)]
+        python: Option<PathBuf>,
+        /// Runs per side (the best one counts).
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        /// A Data.fs with a big array (bench/gen_array_db.py makes one).
+        path: PathBuf,
+        /// The ZBigArray: 16 hex digits, or a Python int.
+        oid: String,
+    },
     /// The FileStorage read side: random loads, open without index, fsdump.
     Fs {
         /// Python with ZODB installed, to measure the reference (e.g. .venv/bin/python).
@@ -151,6 +255,30 @@ enum BenchCmd {
         loads: usize,
         /// A large Data.fs (bench/gen_bench_db.py makes one).
         path: PathBuf,
+    },
+    /// `copy` of a large Data.fs, ours and ZODB's copyTransactionsFrom.
+    Copy {
+        /// Python with ZODB installed, to measure the reference.
+        #[arg(long)]
+        python: Option<PathBuf>,
+        /// Transactions Python copies (a prefix; its rate is scaled to the file).
+        #[arg(long, default_value_t = 100)]
+        python_txns: usize,
+        /// A large Data.fs (bench/gen_bench_db.py makes one); read-only.
+        path: PathBuf,
+        /// Scratch destination (must not exist; removed after each run).
+        dst: PathBuf,
+    },
+    /// The FileStorage write side: commit rates vs fsync and Python, pack.
+    Write {
+        /// Python with ZODB installed, to measure the reference.
+        #[arg(long)]
+        python: Option<PathBuf>,
+        /// Also pack a copy of this Data.fs (ours and ZODB's), with gc.
+        #[arg(long)]
+        pack: Option<PathBuf>,
+        /// Directory for scratch files (on the filesystem to measure).
+        dir: PathBuf,
     },
 }
 
@@ -166,6 +294,23 @@ fn tidrange_arg(
         Some(r) => Ok(zodbrs::tidrange::parse_tidrange_local(r)?),
         None => Ok((None, None)),
     }
+}
+
+/// A `--magic` argument (clap allows only these two).
+fn magic_arg(m: &str) -> filestorage::format::Magic {
+    match m {
+        "FS21" => filestorage::format::Magic::Fs21,
+        _ => filestorage::format::Magic::Fs30,
+    }
+}
+
+/// The size of stdin when it is a regular file (`< DUMP`), for a progress
+/// bar; `None` for a pipe.
+fn stdin_len() -> Option<u64> {
+    use std::os::fd::AsFd;
+    let fd = io::stdin().as_fd().try_clone_to_owned().ok()?;
+    let meta = std::fs::File::from(fd).metadata().ok()?;
+    meta.is_file().then_some(meta.len())
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -185,8 +330,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             py2,
             path,
         } => {
-            let fs = FileStorage::open_read_only(&path)?;
-            tools::fsdump::fsdump(&fs, flavor(py2), &mut out, &mut |_| {})?;
+            let mut bar = tools::progress::ByteProgress::new("fsdump");
+            let fs = FileStorage::open_with_progress(&path, &Default::default(), &mut |p, s| {
+                bar.at(p, s)
+            })?;
+            let size = fs.end_pos();
+            tools::fsdump::fsdump(&fs, flavor(py2), &mut out, &mut |p| bar.at(p, size))?;
         }
         Cmd::Fstail { n, py2, path } => {
             let file = DataFile::open(&path, BackendKind::Mmap)?;
@@ -283,12 +432,29 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             drop(bar);
             tools::analyze::report(&report, csv, &mut out)?;
         }
-        Cmd::Reindex { check: _, path } => {
+        Cmd::Reindex { check: true, path } => {
             let report = tools::reindex::check(&path, &mut out)?;
             if report.mismatches > 0 {
                 out.flush()?;
                 return Ok(ExitCode::FAILURE);
             }
+        }
+        Cmd::Reindex { check: false, path } => {
+            let mut bar = tools::progress::ByteProgress::new("reindex");
+            tools::pack::reindex(&path, &mut out, &mut |pos, size| bar.at(pos, size))?;
+        }
+        Cmd::Pack {
+            days,
+            time,
+            no_gc,
+            path,
+        } => {
+            let t = match (days, time) {
+                (Some(d), _) => tools::pack::days_ago(d)?,
+                (None, Some(t)) => tools::pack::parse_pack_time(&t)?,
+                (None, None) => tools::pack::days_ago(0.0)?,
+            };
+            tools::pack::pack(&path, t, !no_gc, &mut out)?;
         }
         Cmd::Bench {
             what:
@@ -299,6 +465,100 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 },
         } => {
             zodbrs::bench::bench_fs(&path, python.as_deref(), loads, &mut out)?;
+        }
+        Cmd::Bench {
+            what: BenchCmd::Write { python, pack, dir },
+        } => {
+            zodbrs::bench::bench_write(&dir, python.as_deref(), pack.as_deref(), &mut out)?;
+        }
+        Cmd::Bench {
+            what:
+                BenchCmd::Array {
+                    python,
+                    runs,
+                    path,
+                    oid,
+                },
+        } => {
+            let oid = tools::bigfile::parse_oid(&oid)?;
+            zodbrs::bench::bench_array(&path, oid, python.as_deref(), runs, &mut out)?;
+        }
+        Cmd::Bigfile {
+            what: BigfileCmd::Cat { at, path, oid },
+        } => {
+            let oid = tools::bigfile::parse_oid(&oid)?;
+            let at = at_arg(at.as_deref())?;
+            let fs = FileStorage::open_read_only(&path)?;
+            let mut bar = None;
+            tools::bigfile::cat(&fs, oid, at, &mut out, &mut |done, total| {
+                bar.get_or_insert_with(|| tools::bigfile::ByteProgress::new("cat", total))
+                    .at(done)
+            })?;
+        }
+        Cmd::Array {
+            what: ArrayCmd::Info { at, path, oid },
+        } => {
+            let oid = tools::bigfile::parse_oid(&oid)?;
+            let at = at_arg(at.as_deref())?;
+            let fs = FileStorage::open_read_only(&path)?;
+            tools::array::info(&fs, oid, at, &mut out)?;
+        }
+        Cmd::Array {
+            what:
+                ArrayCmd::Export {
+                    at,
+                    path,
+                    oid,
+                    out: npy,
+                },
+        } => {
+            let oid = tools::bigfile::parse_oid(&oid)?;
+            let at = at_arg(at.as_deref())?;
+            let fs = FileStorage::open_read_only(&path)?;
+            let mut bar = None;
+            tools::array::export(&fs, oid, at, &npy, &mut |done, total| {
+                bar.get_or_insert_with(|| tools::bigfile::ByteProgress::new("export", total))
+                    .at(done)
+            })?;
+        }
+        Cmd::Copy {
+            force,
+            magic,
+            src,
+            dst,
+        } => {
+            let opts = tools::copy::CopyOptions {
+                force,
+                magic: magic.as_deref().map(magic_arg),
+            };
+            let mut bar = None;
+            tools::copy::copy_file(&src, &dst, opts, &mut io::stderr(), &mut |tid, last| {
+                bar.get_or_insert_with(|| tools::progress::TidProgress::new("copy", None, last))
+                    .at(tid)
+            })?;
+        }
+        Cmd::Restore { magic, path } => {
+            let opts = filestorage::OpenOptions {
+                new_magic: magic_arg(&magic),
+                durability: filestorage::Durability::Deferred,
+                ..filestorage::OpenOptions::read_write()
+            };
+            let fs = FileStorage::open(&path, &opts)?;
+            let stdin = io::stdin();
+            let mut bar = tools::progress::StreamProgress::new("restore", stdin_len());
+            let mut input = io::BufReader::with_capacity(1 << 20, stdin.lock());
+            tools::restore::restore(&fs, &mut input, &mut out, &mut |pos| bar.at(pos))?;
+        }
+        Cmd::Bench {
+            what:
+                BenchCmd::Copy {
+                    python,
+                    python_txns,
+                    path,
+                    dst,
+                },
+        } => {
+            zodbrs::bench::bench_copy(&path, &dst, python.as_deref(), python_txns, &mut out)?;
         }
         Cmd::Fstest { v, path } => {
             let file = DataFile::open(&path, BackendKind::Mmap).with_context(|| "fstest")?;

@@ -117,6 +117,119 @@ impl Drop for TidProgress {
     }
 }
 
+/// Progress through a file by byte position (scans, fsdump, pack): the
+/// same rules as [`TidProgress`] (stderr, terminal only, after a second).
+#[derive(Debug)]
+pub struct ByteProgress {
+    enabled: bool,
+    what: &'static str,
+    started: Instant,
+    bar: Option<ProgressBar>,
+}
+
+impl ByteProgress {
+    /// Progress of `what`; draws nothing unless stderr is a terminal.
+    pub fn new(what: &'static str) -> ByteProgress {
+        ByteProgress {
+            enabled: std::io::stderr().is_terminal(),
+            what,
+            started: Instant::now(),
+            bar: None,
+        }
+    }
+
+    /// Reports that `pos` of `total` bytes are done.
+    pub fn at(&mut self, pos: u64, total: u64) {
+        if !self.enabled || (self.bar.is_none() && self.started.elapsed() < DELAY) {
+            return;
+        }
+        let bar = self.bar.get_or_insert_with(|| {
+            let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
+            let style = ProgressStyle::with_template(
+                "{msg} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} ({bytes_per_sec}, eta {eta})",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar());
+            bar.set_style(style);
+            bar.set_message(self.what);
+            bar
+        });
+        bar.set_length(total);
+        bar.set_position(pos.min(total));
+    }
+}
+
+impl Drop for ByteProgress {
+    fn drop(&mut self) {
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+/// Progress through a byte stream whose length may be unknown (a dump read
+/// from a pipe): a bar when the total is known, else a running count with
+/// the rate. Shown under the same rules as [`TidProgress`]: on stderr, only
+/// on a terminal, only after a second. Dropping it clears it.
+#[derive(Debug)]
+pub struct StreamProgress {
+    enabled: bool,
+    what: &'static str,
+    total: Option<u64>,
+    started: Instant,
+    bar: Option<ProgressBar>,
+}
+
+impl StreamProgress {
+    /// Progress of `what` through `total` bytes, if known.
+    pub fn new(what: &'static str, total: Option<u64>) -> StreamProgress {
+        StreamProgress {
+            enabled: std::io::stderr().is_terminal(),
+            what,
+            total,
+            started: Instant::now(),
+            bar: None,
+        }
+    }
+
+    /// Reports that `done` bytes were consumed.
+    pub fn at(&mut self, done: u64) {
+        if !self.enabled {
+            return;
+        }
+        if self.bar.is_none() {
+            if self.started.elapsed() < DELAY {
+                return;
+            }
+            let (bar, template) = match self.total {
+                Some(total) => (
+                    ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr()),
+                    "{msg} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} ({bytes_per_sec}, eta {eta})",
+                ),
+                None => (
+                    ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr()),
+                    "{msg} [{elapsed_precise}] {spinner} {bytes} ({bytes_per_sec})",
+                ),
+            };
+            let style = ProgressStyle::with_template(template)
+                .unwrap_or_else(|_| ProgressStyle::default_bar());
+            bar.set_style(style);
+            bar.set_message(self.what);
+            self.bar = Some(bar);
+        }
+        if let Some(bar) = &self.bar {
+            bar.set_position(done);
+        }
+    }
+}
+
+impl Drop for StreamProgress {
+    fn drop(&mut self) {
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -69,6 +69,98 @@ pub fn qq(s: &[u8]) -> Vec<u8> {
     out
 }
 
+/// Why a quoted string could not be unquoted (pygolang's `strconv.unquote`
+/// raises `ValueError` for the same inputs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum UnquoteError {
+    /// The text does not start with `"`.
+    #[error("no starting \"")]
+    NoStart,
+    /// The text ends before the closing `"`.
+    #[error("no closing \"")]
+    NoEnd,
+    /// Something follows the closing `"`.
+    #[error("text after the closing \"")]
+    Tail,
+    /// `\x` not followed by two hex digits.
+    #[error("\\x not followed by two hex digits")]
+    BadHex,
+    /// A backslash followed by a character that is not an escape.
+    #[error("invalid escape \\{}", char::from(*.0))]
+    BadEscape(u8),
+}
+
+/// The bytes that `qq` quoted: the inverse of [`qq`], as pygolang's
+/// `strconv.unquote` (which zodbtools' `DumpReader` uses) decodes them.
+///
+/// `s` must be exactly one double-quoted string. Inside, bytes other than
+/// `\` and `"` stand for themselves (UTF-8 or not: `"` and `\` never occur
+/// inside a multi-byte sequence, so decoding runes as pygolang does gives the
+/// same result byte by byte); the escapes are `\\`, `\"`, `\t`, `\n`,
+/// `\r`, Go's `\a` `\b` `\v` `\f`, and `\xNN` with hex digits of either
+/// case. Octal and `\u` escapes are refused, as pygolang refuses them.
+pub fn unquote(s: &[u8]) -> Result<Vec<u8>, UnquoteError> {
+    let Some((b'"', mut rest)) = s.split_first() else {
+        return Err(UnquoteError::NoStart);
+    };
+    let mut out = Vec::with_capacity(rest.len());
+    loop {
+        // Copy the run of plain bytes up to the next `"` or `\` at once.
+        let run = rest
+            .iter()
+            .position(|&c| c == b'"' || c == b'\\')
+            .ok_or(UnquoteError::NoEnd)?;
+        let (plain, special) = rest.split_at(run);
+        out.extend_from_slice(plain);
+        match special {
+            [b'"', tail @ ..] => {
+                return if tail.is_empty() {
+                    Ok(out)
+                } else {
+                    Err(UnquoteError::Tail)
+                };
+            }
+            [b'\\', b'x', tail @ ..] => {
+                let (hi, lo) = match tail {
+                    [hi, lo, ..] => (hex_val(*hi), hex_val(*lo)),
+                    _ => (None, None),
+                };
+                let (Some(hi), Some(lo)) = (hi, lo) else {
+                    return Err(UnquoteError::BadHex);
+                };
+                out.push(hi << 4 | lo);
+                rest = tail.get(2..).unwrap_or_default();
+            }
+            [b'\\', c, tail @ ..] => {
+                out.push(match c {
+                    b'\\' | b'"' => *c,
+                    b't' => b'\t',
+                    b'n' => b'\n',
+                    b'r' => b'\r',
+                    b'a' => 0x07,
+                    b'b' => 0x08,
+                    b'v' => 0x0b,
+                    b'f' => 0x0c,
+                    _ => return Err(UnquoteError::BadEscape(*c)),
+                });
+                rest = tail;
+            }
+            // A backslash that ends the text: the closing quote is missing.
+            _ => return Err(UnquoteError::NoEnd),
+        }
+    }
+}
+
+fn hex_val(c: u8) -> Option<u8> {
+    match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        b'A'..=b'F' => Some(c - b'A' + 10),
+        _ => None,
+    }
+}
+
 fn push_hex(out: &mut Vec<u8>, b: u8) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     out.extend_from_slice(&[
@@ -285,6 +377,42 @@ mod tests {
         assert_eq!(q(b" "), r#"" ""#);
         assert_eq!(q(b"a\"b\\c'd"), r#""a\"b\\c'd""#);
         assert_eq!(q(b"\t\n\r\x00\x1f\x7f"), r#""\t\n\r\x00\x1f\x7f""#);
+    }
+
+    #[test]
+    fn unquote_inverts_qq() {
+        for s in [
+            &b""[..],
+            b"a\"b\\c'd",
+            b"\t\n\r\x00\x1f\x7f",
+            "é😀\u{fffd}".as_bytes(),
+            b"\xcc\x81\xc2\xa0\x80\xed\xa0\x80\xf0\x9f\x98",
+        ] {
+            assert_eq!(unquote(&qq(s)).unwrap(), s);
+        }
+    }
+
+    #[test]
+    fn unquote_accepts_what_pygolang_accepts() {
+        assert_eq!(
+            unquote(br#""\a\b\v\f\x4A\x4a""#).unwrap(),
+            b"\x07\x08\x0b\x0cJJ"
+        );
+        // Bytes that are not valid UTF-8 stand for themselves.
+        assert_eq!(unquote(b"\"\xc3\xa9\xff\"").unwrap(), b"\xc3\xa9\xff");
+    }
+
+    #[test]
+    fn unquote_errors() {
+        assert_eq!(unquote(b""), Err(UnquoteError::NoStart));
+        assert_eq!(unquote(b"abc"), Err(UnquoteError::NoStart));
+        assert_eq!(unquote(b"\"abc"), Err(UnquoteError::NoEnd));
+        assert_eq!(unquote(b"\"abc\\"), Err(UnquoteError::NoEnd));
+        assert_eq!(unquote(b"\"abc\"x"), Err(UnquoteError::Tail));
+        assert_eq!(unquote(b"\"\\x4\""), Err(UnquoteError::BadHex));
+        assert_eq!(unquote(b"\"\\x"), Err(UnquoteError::BadHex));
+        assert_eq!(unquote(b"\"\\q\""), Err(UnquoteError::BadEscape(b'q')));
+        assert_eq!(unquote(b"\"\\101\""), Err(UnquoteError::BadEscape(b'1')));
     }
 
     #[test]
