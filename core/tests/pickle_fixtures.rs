@@ -235,3 +235,18 @@ fn records_have_expected_counts() {
     let recs = records(&fx.join("wendelin/py3_pickle3/zblk.fs"));
     assert_eq!(recs.len(), 73);
 }
+
+/// Python 3 below protocol 3 writes a reference's oid as
+/// `_codecs.encode(text, 'latin1')` (zodbpickle at protocol 2, checked with
+/// the venv): loading makes it bytes, and so does our reference reader.
+#[test]
+fn latin1_encoded_oids_read_as_references() {
+    let p = bytes::Bytes::from_static(
+        b"\x80\x02]q\x00c_codecs\nencode\nq\x01X\x08\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x05q\x02X\x06\x00\x00\x00latin1q\x03\x86q\x04Rq\x05N\x86q\x06Qa.",
+    );
+    let (g, root) = zodb_core::pickle::decode(&p).unwrap();
+    let list = g.value(root).as_list().unwrap();
+    let pid = list.get(0).unwrap().as_persistent_id().unwrap();
+    let r = zodb_core::pickle::PersistentRef::from_pid(pid).unwrap();
+    assert_eq!(r.oid(), zodb_core::Oid(5));
+}

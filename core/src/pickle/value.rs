@@ -765,7 +765,12 @@ fn oid_of(v: Value<'_>) -> Result<Oid, RefError> {
     let raw: &[u8] = match v.node() {
         Node::Bytes(b) | Node::Str(b) => b,
         Node::Unicode(b) if b.is_ascii() => b,
-        _ => return Err(RefError::Form("oid is not bytes")),
+        // Python 3 below protocol 3 pickles bytes as
+        // `_codecs.encode(text, 'latin1')`, which loading turns into bytes.
+        _ => {
+            let b = v.as_bytes().ok_or(RefError::Form("oid is not bytes"))?;
+            return Oid::from_slice(&b).ok_or(RefError::OidLength(b.len()));
+        }
     };
     Oid::from_slice(raw).ok_or(RefError::OidLength(raw.len()))
 }
