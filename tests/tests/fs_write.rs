@@ -313,7 +313,10 @@ fn the_lock_excludes_python_and_python_excludes_us() {
     let copy = zodb_it::TempCopy::new(zodb_it::project_fixtures().join("history/Data.fs"));
     // We hold it: Python's read-write open fails with zc.lockfile's error.
     let fs = FileStorage::open(copy.path(), &OpenOptions::read_write()).unwrap();
-    let out: Value = serde_json::from_slice(&zodb_it::reftool(["tryopen".as_ref(), copy.path().as_os_str()]).stdout).unwrap();
+    let out: Value = serde_json::from_slice(
+        &zodb_it::reftool(["tryopen".as_ref(), copy.path().as_os_str()]).stdout,
+    )
+    .unwrap();
     assert_eq!(out["error"], "LockError", "{out}");
     drop(fs);
     // Python holds it: our read-write open fails naming Python's pid;
@@ -327,11 +330,16 @@ fn the_lock_excludes_python_and_python_excludes_us() {
         .spawn()
         .unwrap();
     let mut line = String::new();
-    BufReader::new(child.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
+    BufReader::new(child.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
     let pid = line.trim().strip_prefix("locked ").unwrap().to_owned();
     let err = FileStorage::open(copy.path(), &OpenOptions::read_write()).unwrap_err();
     assert!(matches!(err, filestorage::Error::Lock(_)), "{err}");
-    assert!(err.to_string().contains(&pid), "{err} should name pid {pid}");
+    assert!(
+        err.to_string().contains(&pid),
+        "{err} should name pid {pid}"
+    );
     FileStorage::open_read_only(copy.path()).unwrap();
     drop(child.stdin.take());
     assert!(child.wait().unwrap().success());
