@@ -16,9 +16,17 @@ fuzz_target!(|data: &[u8]| {
         image.extend_from_slice(b"FS30");
     }
     image.extend_from_slice(data);
-    let file = DataFile::from_backend("fuzz.fs", std::sync::Arc::new(MemBackend(Bytes::from(image))));
-    let opts = OpenOptions { use_index: false, ..OpenOptions::default() };
-    let Ok(fs) = FileStorage::open_file(file, &opts, &mut |_, _| {}) else { return };
+    let file = DataFile::from_backend(
+        "fuzz.fs",
+        std::sync::Arc::new(MemBackend(Bytes::from(image))),
+    );
+    let opts = OpenOptions {
+        use_index: false,
+        ..OpenOptions::default()
+    };
+    let Ok(fs) = FileStorage::open_file(file, &opts, &mut |_, _| {}) else {
+        return;
+    };
     for (oid, _) in fs.oids().into_iter().take(32) {
         let _ = fs.load(oid);
         let _ = fs.load_before(oid, Tid(1 << 56));

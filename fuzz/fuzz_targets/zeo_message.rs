@@ -15,15 +15,25 @@ fuzz_target!(|data: &[u8]| {
     let Some((&selector, rest)) = data.split_first() else {
         return;
     };
-    let enc = if selector & 1 == 0 { Encoding::Pickle } else { Encoding::Msgpack };
-    let policy = if selector & 2 == 0 { GlobalPolicy::FromClient } else { GlobalPolicy::FromServer };
+    let enc = if selector & 1 == 0 {
+        Encoding::Pickle
+    } else {
+        Encoding::Msgpack
+    };
+    let policy = if selector & 2 == 0 {
+        GlobalPolicy::FromClient
+    } else {
+        GlobalPolicy::FromServer
+    };
     let bytes = Bytes::copy_from_slice(rest);
     if let Ok(value) = enc.decode(&bytes, policy) {
         let _ = format!("{value:?}");
         if let Ok(again) = enc.encode(&value) {
             // Our own encoding decodes, and encoding is a fixpoint from there
             // (byte equality also holds for NaNs, which `==` would not).
-            let back = enc.decode(&again, policy).expect("our own encoding decodes");
+            let back = enc
+                .decode(&again, policy)
+                .expect("our own encoding decodes");
             assert_eq!(enc.encode(&back).expect("re-encodes"), again);
         }
     }
