@@ -23,10 +23,10 @@ pub enum ToolError {
     #[error(transparent)]
     Copy(#[from] crate::tools::copy::CopyError),
     /// Writing the output failed.
-    #[error("writing output: {0}")]
+    #[error("writing output")]
     Output(#[from] std::io::Error),
     /// A file other than the output could not be read.
-    #[error("{}: {source}", path.display())]
+    #[error("{}", path.display())]
     Io {
         /// The file.
         path: std::path::PathBuf,
@@ -38,7 +38,7 @@ pub enum ToolError {
     Usage(String),
     /// A pickle the tool had to read (to disassemble it, say) is malformed;
     /// `what` names it (the transaction's extension, an object's record).
-    #[error("{what}: {source}")]
+    #[error("{what}")]
     Pickle {
         /// Which pickle, for the message.
         what: String,

@@ -67,3 +67,61 @@ fn pack_by_time_tid_and_iso_agree() {
         std::fs::read(&src).unwrap()
     );
 }
+
+/// On a read-only filesystem every writing command fails with an error that
+/// names the file and the cause, and nothing changes. Runs the commands in a
+/// private mount namespace with a read-only tmpfs (needs root, as CI is).
+#[test]
+fn read_only_filesystem_gives_clear_errors_and_touches_nothing() {
+    let probe = Command::new("unshare")
+        .args(["-m", "--propagation", "private", "true"])
+        .output();
+    if !probe.map(|o| o.status.success()).unwrap_or(false) {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI runs as root: unshare -m must work"
+        );
+        eprintln!("notice: cannot make a private mount namespace (not root?); skipping");
+        return;
+    }
+    let src = zodb_it::project_fixtures().join("history/Data.fs");
+    let dir = tempfile::tempdir().unwrap();
+    let mnt = dir.path().join("ro");
+    std::fs::create_dir(&mnt).unwrap();
+    let bin = env!("CARGO_BIN_EXE_zodbrs");
+    let db = mnt.join("Data.fs");
+    let script = format!(
+        "set -e; mount -t tmpfs tmpfs '{m}'; cp '{src}' '{db}'; sha1sum '{db}' > '{out}/before'; mount -o remount,ro '{m}'; \
+         for cmd in 'pack --time 1700000000' 'reindex'; do \
+           if '{bin}' $cmd '{db}' 2> '{out}/err'; then echo \"$cmd succeeded\"; exit 1; fi; \
+           cat '{out}/err' >> '{out}/errors'; done; \
+         '{bin}' fstest '{db}'; sha1sum '{db}' > '{out}/after'",
+        m = mnt.display(),
+        src = src.display(),
+        db = db.display(),
+        out = dir.path().display(),
+        bin = bin,
+    );
+    let out = Command::new("unshare")
+        .args(["-m", "--propagation", "private", "sh", "-c", &script])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let errors = std::fs::read_to_string(dir.path().join("errors")).unwrap();
+    assert_eq!(errors.lines().count(), 2, "{errors}");
+    for line in errors.lines() {
+        assert!(
+            line.contains("Data.fs") && line.contains("Read-only file system"),
+            "unclear error: {line}"
+        );
+    }
+    assert_eq!(
+        std::fs::read(dir.path().join("before")).unwrap(),
+        std::fs::read(dir.path().join("after")).unwrap()
+    );
+}

@@ -29,3 +29,18 @@ pub use oid::{Oid, ParseOidError};
 pub use storage::{ReadStorage, StorageError, TpcTxn, WriteStorage};
 pub use tid::{ParseTidError, Tid, TimeStamp, TimeStampError};
 pub use txn::{TxnInfo, TxnMeta, TxnStatus};
+
+/// An error and its chain of causes as one line, `what: why: root cause`,
+/// for logs and for messages sent to ZEO clients. Our error types name what
+/// was being done and leave each cause to `source()`, so every part appears
+/// once.
+pub fn error_report(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}

@@ -1,6 +1,10 @@
 //! Errors of the FileStorage crate. Every corruption names the file, the
 //! byte offset, the kind of record and what is wrong with it, so an operator
 //! can go straight to the bytes (`fsdump`, `hexdump -s`).
+//!
+//! An error that wraps another (an OS error, a pickle error) says what was
+//! being done and leaves the cause to `source()`, so a report that walks
+//! the chain (`zodb_core::error_report`, anyhow's `{:#}`) says each part once.
 
 use std::fmt;
 use std::io;
@@ -45,7 +49,7 @@ pub enum Error {
         problem: Problem,
     },
     /// An operating-system error.
-    #[error("{}: {op}: {source}", path.display())]
+    #[error("{}: {op}", path.display())]
     Io {
         /// The file involved.
         path: PathBuf,
@@ -74,7 +78,7 @@ pub enum Error {
     },
     /// A record's pickle could not be read where its content matters
     /// (references for pack's garbage collection).
-    #[error("{}: data record at offset {pos}: {source}", path.display())]
+    #[error("{}: data record at offset {pos}: undecodable pickle", path.display())]
     Pickle {
         /// The Data.fs.
         path: PathBuf,
@@ -84,7 +88,7 @@ pub enum Error {
         source: zodb_core::pickle::PickleError,
     },
     /// A pickle could not be written (the `.index`).
-    #[error("{}: {source}", path.display())]
+    #[error("{}: cannot encode", path.display())]
     Encode {
         /// The file being written.
         path: PathBuf,

@@ -22,7 +22,7 @@ pub enum LockError {
         holder: Option<String>,
     },
     /// The lock file could not be opened or written.
-    #[error("{}: {source}", path.display())]
+    #[error("{}: cannot take the lock", path.display())]
     Io {
         /// The lock file.
         path: PathBuf,

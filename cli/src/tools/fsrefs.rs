@@ -34,7 +34,12 @@ pub fn fsrefs(
             }
             Err(e) => {
                 if verbose {
-                    writeln!(err, "oid {}: {e}", oid_repr(oid))?;
+                    writeln!(
+                        err,
+                        "oid {}: {}",
+                        oid_repr(oid),
+                        zodb_core::error_report(&e)
+                    )?;
                 }
                 noload.insert(oid);
             }
