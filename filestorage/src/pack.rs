@@ -178,6 +178,7 @@ fn find_reachable(
     r: &Reader,
     pack_time: Tid,
     gc: bool,
+    progress: &mut dyn FnMut(u64, u64),
 ) -> std::result::Result<Option<Gc>, StorageError> {
     let eof = r.end();
     let mut oid2curpos = FsIndex::new();
@@ -186,6 +187,7 @@ fn find_reachable(
     let mut unpacked = false;
     let mut last_header: Option<TxnHeader> = None;
     while pos < eof {
+        progress(pos, eof);
         let th = r.txn_header(pos)?;
         if th.tid > pack_time {
             break;
@@ -250,6 +252,7 @@ fn find_reachable(
     let mut extra_roots = Vec::new();
     let mut pos = packpos;
     while pos < eof {
+        progress(pos, eof);
         let th = r.txn_header(pos)?;
         check_txn(r, pos, &th, &mut ltid)?;
         let tpos = pos;
@@ -458,6 +461,18 @@ impl FileStorage {
     /// tid `pack_time` (ZODB converts its float time with
     /// `TimeStamp(*gmtime(t)[:5] + (t % 60,))`). Commits may go on meanwhile.
     pub fn pack(&self, pack_time: Tid, gc: bool) -> std::result::Result<PackOutcome, StorageError> {
+        self.pack_with_progress(pack_time, gc, &mut |_, _, _| {})
+    }
+
+    /// As [`FileStorage::pack`], calling `progress(stage, pos, end)` as it
+    /// goes: stage `"gc"` while finding what is reachable, `"copy"` while
+    /// copying (positions in the file being packed).
+    pub fn pack_with_progress(
+        &self,
+        pack_time: Tid,
+        gc: bool,
+        progress: &mut dyn FnMut(&'static str, u64, u64),
+    ) -> std::result::Result<PackOutcome, StorageError> {
         let w = self.writer.as_ref().ok_or(StorageError::ReadOnly)?;
         if pack_time == Tid::ZERO {
             return Err(pack_err("Invalid pack time"));
@@ -468,7 +483,7 @@ impl FileStorage {
         if w.packing.swap(true, Ordering::SeqCst) {
             return Err(pack_err("Already packing"));
         }
-        let result = self.pack_locked_out(w, pack_time, gc);
+        let result = self.pack_locked_out(w, pack_time, gc, progress);
         w.packing.store(false, Ordering::SeqCst);
         result
     }
@@ -478,6 +493,7 @@ impl FileStorage {
         w: &Writer,
         pack_time: Tid,
         gc: bool,
+        progress: &mut dyn FnMut(&'static str, u64, u64),
     ) -> std::result::Result<PackOutcome, StorageError> {
         let old = crate::file::sibling(&self.path, ".old");
         if old.exists() {
@@ -489,7 +505,8 @@ impl FileStorage {
         }
         // Everything up to here is committed and immutable; commits append.
         let r = self.reader();
-        let Some(g) = find_reachable(&r, pack_time, gc)? else {
+        let Some(g) = find_reachable(&r, pack_time, gc, &mut |pos, end| progress("gc", pos, end))?
+        else {
             return Ok(PackOutcome::Redundant);
         };
         let pack_path = crate::file::sibling(&self.path, ".pack");
@@ -510,7 +527,9 @@ impl FileStorage {
             buf: Vec::with_capacity(2 << 20),
             flushed: 0,
         };
-        let outcome = self.copy_and_swap(w, &r, &g, &mut out);
+        let outcome = self.copy_and_swap(w, &r, &g, &mut out, &mut |pos, end| {
+            progress("copy", pos, end)
+        });
         match outcome {
             Ok(Some(o)) => Ok(o),
             Ok(None) => {
@@ -531,6 +550,7 @@ impl FileStorage {
         r: &Reader,
         g: &Gc,
         out: &mut Out,
+        progress: &mut dyn FnMut(u64, u64),
     ) -> std::result::Result<Option<PackOutcome>, StorageError> {
         let mut magic = [0u8; 4];
         r.backend()
@@ -549,6 +569,7 @@ impl FileStorage {
         // Phase 1: reachable records before the pack time.
         let mut pos = MAGIC_LEN;
         while pos < g.packpos {
+            progress(pos, r.end());
             let th = r.txn_header(pos)?;
             let tend = pos + th.tlen;
             let mut dpos = pos + th.header_len();
@@ -632,6 +653,7 @@ impl FileStorage {
                 if ipos >= cur.end() {
                     break;
                 }
+                progress(ipos, cur.end());
                 let th = cur.txn_header(ipos)?;
                 w.commit.release();
                 locked = false;
