@@ -18,6 +18,7 @@
 //! assert!(later.tid() > tid);
 //! ```
 
+pub mod memory;
 pub mod notify;
 mod oid;
 pub mod pickle;

@@ -406,6 +406,25 @@ impl FileStorage {
         Ok(())
     }
 
+    /// Makes every transaction finished so far durable without waiting for
+    /// the commit lock (with [`Durability::Deferred`]): a group-commit
+    /// syncer calls it while the next transaction is already being written.
+    /// That transaction's bytes may reach the disk too, which is harmless:
+    /// until its status byte is flipped by `finish`, recovery cuts it off.
+    /// After a pack swapped files, the handle taken here is the new file,
+    /// which pack synced itself.
+    pub fn sync_finished(&self) -> Result<()> {
+        if let Some(w) = &self.writer {
+            w.current_file().sync_data().map_err(|source| Error::Io {
+                path: self.path.to_path_buf(),
+                op: "fsync",
+                source,
+            })?;
+            w.observer.emit(crate::observe::WriteEvent::Sync);
+        }
+        Ok(())
+    }
+
     /// Writes `Data.fs.index` for the committed state, as ZODB does at
     /// close, after a rebuild and after pack.
     pub fn save_index(&self) -> Result<()> {

@@ -4,3 +4,4 @@ mod fs_crash;
 mod fs_pack;
 mod fs_read;
 mod fs_write;
+mod storage_parity;
