@@ -15,8 +15,10 @@
 
 use std::fmt::Write as _;
 
-use zodb_core::pickle::{GlobalName, Node, ObjectKind, Value};
+use bytes::Bytes;
+use zodb_core::pickle::{GlobalName, Node, NodeId, ObjectKind, Value};
 
+use crate::encode::StateBuilder;
 use crate::format::describe;
 
 /// Nested dtypes deeper than this are refused: real structured dtypes nest
@@ -771,4 +773,406 @@ fn parse_fields(p: &StateParts<'_>, itemsize: u64, depth: usize) -> Result<Parse
         });
     }
     Ok((Some(fields), keys))
+}
+
+/// NumPy's `NPY_FROM_FIELDS`: the flags a structured dtype inherits from
+/// its fields (needs-init, list-pickle, item-refcount, needs-pyapi).
+const NPY_FROM_FIELDS: i64 = 0x1b;
+/// `NPY_NEEDS_PYAPI`, which NumPy sets on every structured dtype.
+const NPY_NEEDS_PYAPI: i64 = 0x10;
+/// `NPY_NEEDS_INIT`, set on unicode dtypes.
+const NPY_NEEDS_INIT: i64 = 0x08;
+
+/// Datetime units NumPy knows, as its pickles spell them.
+const DATETIME_UNITS: &[&str] = &[
+    "Y", "M", "W", "D", "h", "m", "s", "ms", "us", "ns", "ps", "fs", "as", "generic",
+];
+
+impl DType {
+    /// The dtype `numpy.load` gives for a `.npy` `descr`
+    /// (`numpy.lib.format.descr_to_dtype`): a type string as
+    /// `numpy.dtype(str)` reads it, a subarray `(descr, shape)`, or a
+    /// field list turned into a dict-built structured dtype (explicit
+    /// offsets and itemsize, padding fields dropped, titles kept).
+    /// Object dtypes are refused: BigArray cannot hold them.
+    pub fn from_descr(descr: &Descr) -> Result<DType, String> {
+        from_descr(descr, 0)
+    }
+
+    /// Whether NumPy keeps this dtype as a process-wide singleton
+    /// (`numpy.dtype('<f8') is numpy.dtype('<f8')`): the builtin numeric
+    /// types in native (little-endian) or not-applicable byte order. Two
+    /// fields of such a type share one dtype object, which the pickle
+    /// shows as a memo GET.
+    fn is_builtin_singleton(&self) -> bool {
+        matches!(self.kind, 'b' | 'i' | 'u' | 'f' | 'c')
+            && matches!(self.byteorder, ByteOrder::Little | ByteOrder::NotApplicable)
+            && self.subarray.is_none()
+            && self.fields.is_none()
+            && matches!(self.scalar, ScalarType::TypeStr(_))
+            && matches!(self.metadata, Metadata::Absent)
+    }
+
+    /// The alignment NumPy gives the type (`dtype.alignment`): the state's
+    /// for flexible and composite types, the natural one for the others.
+    fn true_alignment(&self) -> i64 {
+        if self.alignment >= 0 {
+            return self.alignment;
+        }
+        let size = i64::try_from(self.itemsize).unwrap_or(i64::MAX);
+        match self.kind {
+            'c' => size / 2,
+            'S' | 'V' | 'b' => 1,
+            'U' => 4,
+            _ => size.max(1),
+        }
+    }
+
+    /// The pickled dtype as NumPy's `__reduce__` makes it: `numpy.dtype`
+    /// called with `(typestr, False, True)` (ints 0 and 1 on Python 2),
+    /// then BUILD with the 8-tuple state (9 with datetime metadata). Names
+    /// are shared between `names` and the `fields` keys, a title's entry is
+    /// the same tuple as its field's, builtin native types are singletons
+    /// (see [`StateBuilder`]).
+    pub(crate) fn to_node(&self, sb: &mut StateBuilder, depth: usize) -> Result<NodeId, String> {
+        if depth > MAX_DTYPE_DEPTH {
+            return Err(format!("dtypes nested deeper than {MAX_DTYPE_DEPTH}"));
+        }
+        let singleton = self.is_builtin_singleton().then(|| self.numpy_str());
+        if let Some(id) = singleton.as_ref().and_then(|k| sb.dtypes.get(k)) {
+            return Ok(*id);
+        }
+        if !(3..=4).contains(&self.version) {
+            return Err(format!(
+                "dtype state version {} is not written (only 3 and 4)",
+                self.version
+            ));
+        }
+        let class = sb.global(&GlobalName::new("numpy", "dtype"));
+        let scalar = match &self.scalar {
+            ScalarType::TypeStr(t) => sb.text(t),
+            ScalarType::Class(g) => sb.global(g),
+        };
+        let align = sb.flag(self.align);
+        let copy = sb.flag(self.copy);
+        let args = sb.tuple([scalar, align, copy]);
+        let mut st = Vec::with_capacity(9);
+        st.push(sb.int(self.version));
+        st.push(sb.text(&self.byteorder.as_char().to_string()));
+        st.push(match &self.subarray {
+            None => sb.none(),
+            Some(sub) => {
+                let base = sub.base.to_node(sb, depth + 1)?;
+                let shape = match (sub.shape_is_int, sub.shape.as_slice()) {
+                    (true, [n]) => sb.int(i64::try_from(*n).map_err(|_| "subarray too big")?),
+                    _ => sb.int_tuple(&sub.shape).map_err(|e| e.to_string())?,
+                };
+                sb.tuple([base, shape])
+            }
+        });
+        match &self.fields {
+            None => {
+                st.push(sb.none());
+                st.push(sb.none());
+            }
+            Some(fields) => {
+                let (names, dict) = self.fields_nodes(sb, fields, depth)?;
+                st.push(names);
+                st.push(dict);
+            }
+        }
+        st.push(sb.int(self.elsize));
+        st.push(sb.int(self.alignment));
+        st.push(sb.int(self.flags));
+        match &self.metadata {
+            Metadata::Absent => {}
+            Metadata::None => st.push(sb.none()),
+            Metadata::Datetime {
+                unit,
+                num,
+                den,
+                events,
+                has_dict,
+            } => {
+                if *has_dict {
+                    return Err("datetime metadata dicts are not kept".into());
+                }
+                let dict = sb.none();
+                let unit = sb.data(Bytes::copy_from_slice(unit.as_bytes()));
+                let (n, d, e) = (sb.int(*num), sb.int(*den), sb.int(*events));
+                let dt = sb.tuple([unit, n, d, e]);
+                st.push(sb.tuple([dict, dt]));
+            }
+            Metadata::Dict => return Err("dtype metadata dicts are not kept".into()),
+        }
+        if self.version == 4 && st.len() != 9 {
+            return Err("a version 4 dtype state needs metadata".into());
+        }
+        let state = sb.tuple(st);
+        let node = sb.builder().reduce(class, args, Some(state));
+        if let Some(k) = singleton {
+            sb.dtypes.insert(k, node);
+        }
+        Ok(node)
+    }
+
+    /// `names` and `fields` of a structured dtype: every key of `fields`
+    /// in [`DType::field_keys`] order, each `(dtype, offset[, title])`
+    /// tuple written once and shared by the name and the title.
+    fn fields_nodes(
+        &self,
+        sb: &mut StateBuilder,
+        fields: &[Field],
+        depth: usize,
+    ) -> Result<(NodeId, NodeId), String> {
+        let name_nodes: Vec<NodeId> = fields.iter().map(|f| sb.text(&f.name)).collect();
+        let names = sb.tuple(name_nodes.iter().copied());
+        let mut titles: Vec<Option<NodeId>> = vec![None; fields.len()];
+        let mut values: Vec<Option<NodeId>> = vec![None; fields.len()];
+        let mut items = Vec::with_capacity(self.field_keys.len());
+        for key in &self.field_keys {
+            let by_name = fields.iter().position(|f| &f.name == key);
+            let by_title = fields
+                .iter()
+                .position(|f| f.title.as_deref() == Some(key.as_str()));
+            let (i, is_title) = match (by_name, by_title) {
+                (Some(i), _) => (i, false),
+                (None, Some(i)) => (i, true),
+                (None, None) => return Err(format!("fields key {key:?} names no field")),
+            };
+            let f = fields.get(i).ok_or("field index")?;
+            let value = match values.get(i).copied().flatten() {
+                Some(v) => v,
+                None => {
+                    let dt = f.dtype.to_node(sb, depth + 1)?;
+                    let off = sb.int(i64::try_from(f.offset).map_err(|_| "offset too big")?);
+                    let mut t = vec![dt, off];
+                    if let Some(title) = &f.title {
+                        let tn = sb.text(title);
+                        if let Some(slot) = titles.get_mut(i) {
+                            *slot = Some(tn);
+                        }
+                        t.push(tn);
+                    }
+                    let v = sb.tuple(t);
+                    if let Some(slot) = values.get_mut(i) {
+                        *slot = Some(v);
+                    }
+                    v
+                }
+            };
+            let k = if is_title {
+                match titles.get(i).copied().flatten() {
+                    Some(t) => t,
+                    None => sb.text(key),
+                }
+            } else {
+                name_nodes.get(i).copied().ok_or("field index")?
+            };
+            items.push((k, value));
+        }
+        Ok((names, sb.dict(items)))
+    }
+}
+
+/// A dtype made by `numpy.dtype(...)` from scratch, NumPy's state values
+/// filled in (see [`DType::from_descr`]).
+fn plain(
+    typestr: String,
+    kind: char,
+    byteorder: ByteOrder,
+    itemsize: u64,
+    flexible: bool,
+    alignment: i64,
+) -> DType {
+    let size = i64::try_from(itemsize).unwrap_or(i64::MAX);
+    DType {
+        scalar: ScalarType::TypeStr(typestr),
+        align: false,
+        copy: true,
+        version: 3,
+        byteorder,
+        subarray: None,
+        fields: None,
+        field_keys: Vec::new(),
+        elsize: if flexible { size } else { -1 },
+        alignment: if flexible { alignment } else { -1 },
+        flags: if kind == 'U' { NPY_NEEDS_INIT } else { 0 },
+        metadata: Metadata::Absent,
+        kind,
+        itemsize,
+    }
+}
+
+/// `numpy.dtype(s)` for the type strings `dtype.str` gives (`<f8`, `|u1`,
+/// `<U3`, `|S5`, `|V7`, `<M8[ns]`, `|b1`...).
+fn from_typestr(s: &str) -> Result<DType, String> {
+    let bad = || format!("type string {s:?} is not one numpy.save writes");
+    let (order, body) = match s.chars().next() {
+        Some(c @ ('<' | '>' | '|' | '=')) => (c, s.get(1..).unwrap_or_default()),
+        _ => ('=', s),
+    };
+    let (body, unit) = match body.split_once('[') {
+        Some((b, rest)) => (b, Some(rest.strip_suffix(']').ok_or_else(bad)?)),
+        None => (body, None),
+    };
+    let (kind, size) = parse_typestr(body)?;
+    let size = match (kind, size) {
+        ('M' | 'm', None) => 8,
+        (_, Some(n)) => n,
+        (_, None) => return Err(bad()),
+    };
+    let big = order == '>';
+    let numeric_order = if big {
+        ByteOrder::Big
+    } else {
+        ByteOrder::Little
+    };
+    Ok(match kind {
+        'O' => return Err("object dtypes cannot be stored in a BigArray".into()),
+        'b' | 'i' | 'u' | 'f' | 'c' => {
+            if !matches!(
+                (kind, size),
+                ('b', 1) | ('i' | 'u', 1 | 2 | 4 | 8) | ('f', 2 | 4 | 8 | 16) | ('c', 8 | 16 | 32)
+            ) {
+                return Err(bad());
+            }
+            let byteorder = if size == 1 {
+                ByteOrder::NotApplicable
+            } else {
+                numeric_order
+            };
+            plain(format!("{kind}{size}"), kind, byteorder, size, false, -1)
+        }
+        'S' | 'V' => plain(
+            format!("{kind}{size}"),
+            kind,
+            ByteOrder::NotApplicable,
+            size,
+            true,
+            1,
+        ),
+        'U' => {
+            let bytes = size.checked_mul(4).ok_or_else(bad)?;
+            plain(format!("U{size}"), 'U', numeric_order, bytes, true, 4)
+        }
+        'M' | 'm' => {
+            if size != 8 {
+                return Err(bad());
+            }
+            let (unit, num) = match unit {
+                None => ("generic".to_owned(), 1),
+                Some(u) => {
+                    let digits = u.chars().take_while(char::is_ascii_digit).count();
+                    let (n, name) = u.split_at(digits);
+                    let num = if n.is_empty() {
+                        1
+                    } else {
+                        n.parse().map_err(|_| bad())?
+                    };
+                    if !DATETIME_UNITS.contains(&name) || name == "generic" {
+                        return Err(bad());
+                    }
+                    (name.to_owned(), num)
+                }
+            };
+            let mut d = plain(format!("{kind}8"), kind, numeric_order, 8, false, -1);
+            d.version = 4;
+            d.metadata = Metadata::Datetime {
+                unit,
+                num,
+                den: 1,
+                events: 1,
+                has_dict: false,
+            };
+            d
+        }
+        _ => return Err(bad()),
+    })
+}
+
+fn from_descr(descr: &Descr, depth: usize) -> Result<DType, String> {
+    if depth > MAX_DTYPE_DEPTH {
+        return Err(format!("descr nested deeper than {MAX_DTYPE_DEPTH}"));
+    }
+    match descr {
+        Descr::Type(s) => from_typestr(s),
+        Descr::SubArray(base, shape) => subarray(from_descr(base, depth + 1)?, shape.clone()),
+        Descr::Fields(list) => {
+            let mut fields = Vec::new();
+            let mut keys = Vec::new();
+            let mut offset = 0u64;
+            for f in list {
+                let base = from_descr(&f.descr, depth + 1)?;
+                let dt = match &f.shape {
+                    Some(shape) => subarray(base, shape.clone())?,
+                    None => base,
+                };
+                let size = dt.itemsize;
+                let padding = f.name.is_empty()
+                    && f.title.is_none()
+                    && dt.kind == 'V'
+                    && dt.fields.is_none()
+                    && dt.subarray.is_none();
+                if !padding {
+                    if fields.iter().any(|g: &Field| g.name == f.name) {
+                        return Err(format!("field name {:?} appears twice", f.name));
+                    }
+                    keys.push(f.name.clone());
+                    if let Some(t) = &f.title {
+                        keys.push(t.clone());
+                    }
+                    fields.push(Field {
+                        name: f.name.clone(),
+                        dtype: dt,
+                        offset,
+                        title: f.title.clone(),
+                    });
+                }
+                offset = offset.checked_add(size).ok_or("itemsize overflows")?;
+            }
+            let flags = fields.iter().fold(NPY_NEEDS_PYAPI, |acc, f| {
+                acc | (f.dtype.flags & NPY_FROM_FIELDS)
+            });
+            let mut d = plain(
+                format!("V{offset}"),
+                'V',
+                ByteOrder::NotApplicable,
+                offset,
+                true,
+                1,
+            );
+            d.fields = Some(fields);
+            d.field_keys = keys;
+            d.flags = flags;
+            Ok(d)
+        }
+    }
+}
+
+/// `numpy.dtype((base, shape))`.
+fn subarray(base: DType, shape: Vec<u64>) -> Result<DType, String> {
+    let count = shape
+        .iter()
+        .try_fold(1u64, |a, &d| a.checked_mul(d))
+        .ok_or("subarray size overflows")?;
+    let size = base
+        .itemsize
+        .checked_mul(count)
+        .ok_or("subarray size overflows")?;
+    let mut d = plain(
+        format!("V{size}"),
+        'V',
+        ByteOrder::NotApplicable,
+        size,
+        true,
+        base.true_alignment(),
+    );
+    d.flags = base.flags;
+    d.subarray = Some(Box::new(SubArray {
+        base,
+        shape,
+        shape_is_int: false,
+    }));
+    Ok(d)
 }

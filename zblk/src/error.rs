@@ -12,7 +12,7 @@
 
 use std::io;
 
-use zodb_core::pickle::PickleError;
+use zodb_core::pickle::{EncodeError, PickleError};
 use zodb_core::{Oid, StorageError};
 
 /// What went wrong reading wendelin.core objects.
@@ -126,6 +126,47 @@ pub enum Error {
     /// Writing the output failed.
     #[error("writing output")]
     Output(#[from] io::Error),
+    /// The pickler refused a state (a string longer than 4 GiB, say).
+    #[error("pickling {what}")]
+    Encode {
+        /// The object or state being pickled.
+        what: String,
+        /// What the pickler said.
+        #[source]
+        source: EncodeError,
+    },
+    /// A state holds something the writer cannot pickle back as it was
+    /// (attribute values it did not keep, dtype metadata dicts...).
+    #[error("cannot pickle {what}: {why}")]
+    Unencodable {
+        /// The state.
+        what: String,
+        /// Why.
+        why: String,
+    },
+    /// A storage call of a commit failed (`new_oids`, `tpc_begin`, `store`,
+    /// `vote`, `finish`): the transaction was aborted and nothing of it is
+    /// visible.
+    #[error("{what}")]
+    Commit {
+        /// The call, and the object for `store`.
+        what: String,
+        /// What the storage said.
+        #[source]
+        source: StorageError,
+    },
+    /// A [`Writer`](crate::write::Writer) whose commit failed: its objects
+    /// may no longer match the database, so it refuses further work and
+    /// must be opened again.
+    #[error("the writer's last commit failed; open a new writer")]
+    Poisoned,
+    /// A write the objects do not allow (block data longer than the block,
+    /// a key that is already in the root, a shape that does not fit...).
+    #[error("{0}")]
+    Invalid(String),
+    /// A `.npy` file whose header cannot be read.
+    #[error(".npy header: {0}")]
+    NpyHeader(String),
 }
 
 /// Result of this crate's operations.

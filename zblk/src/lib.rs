@@ -1,4 +1,4 @@
-//! wendelin.core's persistent objects, read without Python.
+//! wendelin.core's persistent objects, read and written without Python.
 //!
 //! wendelin.core keeps big arrays in ZODB: a `ZBigArray` (dtype, shape,
 //! order, strides) over a `ZBigFile` (`blksize` and an LOBTree of blocks),
@@ -15,7 +15,12 @@
 //! - [`file`](mod@file): a ZBigFile as of a transaction: blocks into buffers, holes as
 //!   zeros, ranges streamed without copying;
 //! - [`array`](mod@array): a ZBigArray's geometry, and its bytes streamed in C or
-//!   Fortran order, or as a `.npy` file ([`npy`]).
+//!   Fortran order, or as a `.npy` file ([`npy`]);
+//! - [`encode`]: the states pickled back, byte for byte as Python pickles
+//!   them;
+//! - [`write`]: blocks stored in ZBlk0, ZBlk1 or wendelin's `auto` format,
+//!   new arrays, resizes and appends, with the records, oids and record
+//!   order Python writes for the same operations.
 //!
 //! Every reader goes through a [`Snapshot`](zodb_core::storage::Snapshot),
 //! so a file or array is read consistently as of one transaction while
@@ -45,10 +50,12 @@
 pub mod array;
 pub mod btree;
 pub mod dtype;
+pub mod encode;
 mod error;
 pub mod file;
 pub mod format;
 pub mod npy;
 mod store;
+pub mod write;
 
 pub use error::{Error, Result};
