@@ -29,6 +29,8 @@ use std::process::{Command, Output};
 
 use sha2::{Digest, Sha256};
 
+pub mod zeo;
+
 /// The workspace root (the directory holding the workspace `Cargo.toml`).
 ///
 /// Derived from this crate's manifest dir, so it is right whatever the

@@ -62,6 +62,9 @@
 #![forbid(unsafe_code)]
 #![deny(clippy::indexing_slicing, clippy::unwrap_used)]
 
+pub mod client;
+#[cfg(feature = "client")]
+pub mod client_storage;
 pub mod connection;
 pub mod encoding;
 pub mod exception;
@@ -70,4 +73,6 @@ pub mod handshake;
 pub mod message;
 pub mod reply;
 pub mod request;
+#[cfg(feature = "server")]
+pub mod server;
 pub mod value;

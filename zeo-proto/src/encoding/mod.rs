@@ -80,6 +80,9 @@ pub enum GlobalPolicy {
     ///   protocol 3 writes for sets, e.g. inside a transaction extension;
     /// - `builtins.bytes()`/`__builtin__.bytes()` with no argument (empty
     ///   bytes at protocol < 3);
+    /// - `builtins.dict(pairs)`, `list(items)`, `tuple(items)`: a container
+    ///   subclass that reduces itself to its plain base (a transaction
+    ///   extension, say);
     /// - `zodbpickle.binary(s)`: oids of Python 2 ZODB ≥ 5.4 clients
     ///   (ZEO 5.1.2 changelog);
     /// - `ZopeUndo.Prefix.Prefix` instances (NEWOBJ or Python 2's

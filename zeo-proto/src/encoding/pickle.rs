@@ -145,7 +145,7 @@ impl Converter<'_> {
         }
         let allowed = match obj.kind {
             PKind::Reduce => {
-                ["set", "frozenset", "bytes"]
+                ["set", "frozenset", "bytes", "dict", "list", "tuple"]
                     .iter()
                     .any(|n| class.is("builtins", n) || class.is("__builtin__", n))
                     || class.is("zodbpickle", "binary")
@@ -182,6 +182,32 @@ impl Converter<'_> {
                     Value::Set(items)
                 } else {
                     Value::FrozenSet(items)
+                })
+            }
+            // `dict(pairs)`, `list(items)`, `tuple(items)`: what a dict or
+            // list subclass reduces to when it wants to arrive as a plain
+            // one (ZODB's tests send such a transaction extension).
+            PKind::Reduce
+                if (builtin("dict") || builtin("list") || builtin("tuple")) && state.is_none() =>
+            {
+                let items: &[Value] = match args.as_slice() {
+                    [] => &[],
+                    [Value::List(v) | Value::Tuple(v)] => v,
+                    [Value::Dict(d)] if builtin("dict") => return Ok(Value::Dict(d.clone())),
+                    _ => return Err(bad()),
+                };
+                Ok(match class.name.as_str() {
+                    "dict" => Value::Dict(
+                        items
+                            .iter()
+                            .map(|pair| match pair.as_seq() {
+                                Some([k, v]) => Ok((k.clone(), v.clone())),
+                                _ => Err(bad()),
+                            })
+                            .collect::<Result<_, _>>()?,
+                    ),
+                    "list" => Value::List(items.to_vec()),
+                    _ => Value::Tuple(items.to_vec()),
                 })
             }
             PKind::Reduce if builtin("bytes") && args.is_empty() && state.is_none() => {
