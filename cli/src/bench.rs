@@ -680,3 +680,211 @@ pub fn bench_array(
     print_table(&rows, out)?;
     Ok(rows)
 }
+
+/// The Python side of `bench array-write`.
+const PY_ARRAY_WRITE_BENCH: &str = include_str!("../../bench/py_array_write_bench.py");
+
+/// Writes a `.npy` of `mib` MiB of `<f8` values (a cheap pseudo-random
+/// pattern, so blocks are neither zero nor alike) for `bench array-write`.
+fn make_bench_npy(path: &Path, mib: u64) -> Result<(), ToolError> {
+    use zblk::array::NpyHeader;
+    use zblk::dtype::Descr;
+    let n = mib * (1 << 20) / 8;
+    let header = zblk::npy::header(&NpyHeader {
+        descr: Descr::Type("<f8".into()),
+        fortran_order: false,
+        shape: vec![n],
+    });
+    let f = std::fs::File::create(path).map_err(|e| ToolError::io(path, e))?;
+    let mut w = std::io::BufWriter::with_capacity(8 << 20, f);
+    w.write_all(&header).map_err(|e| ToolError::io(path, e))?;
+    let mut rng = Rng(0x5eed);
+    let mut buf = vec![0u8; 8 << 20];
+    let mut left = n * 8;
+    while left > 0 {
+        let k = left.min(buf.len() as u64) as usize;
+        for word in buf.get_mut(..k).unwrap_or_default().chunks_exact_mut(8) {
+            word.copy_from_slice(&rng.next().to_be_bytes());
+        }
+        w.write_all(buf.get(..k).unwrap_or_default())
+            .map_err(|e| ToolError::io(path, e))?;
+        left -= k as u64;
+    }
+    w.flush().map_err(|e| ToolError::io(path, e))?;
+    Ok(())
+}
+
+/// One run of our writer on a fresh FileStorage at `db`: the array's
+/// bytes (in memory) stored block by block, a commit every `txn_blocks`,
+/// as the Python reference does; seconds taken, blocks stored.
+fn write_run(
+    db: &Path,
+    data: &bytes::Bytes,
+    shape: &[u64],
+    blksize: u64,
+    format: zblk::write::WriteFormat,
+    txn_blocks: u64,
+) -> Result<(f64, u64), ToolError> {
+    use zblk::write::{ArraySpec, Writer, WriterOptions};
+    remove_storage(db);
+    let t = Instant::now();
+    let fs = FileStorage::open(db, &OpenOptions::read_write())?;
+    let mut w = Writer::open(&fs, WriterOptions::default(), None)?;
+    let dtype = zblk::dtype::DType::from_descr(&zblk::dtype::Descr::Type("<f8".into()))
+        .map_err(ToolError::Usage)?;
+    let a = w.create_array(
+        "a",
+        ArraySpec {
+            dtype,
+            shape: shape.to_vec(),
+            order: zblk::format::Order::C,
+            blksize,
+        },
+    )?;
+    let f = w.array_file(a)?;
+    w.commit(zodb_core::TxnMeta::default())?;
+    let (mut pending, mut blocks) = (0u64, 0u64);
+    let n = data.len() as u64;
+    for blk in 0..n.div_ceil(blksize) {
+        let start = (blk * blksize) as usize;
+        let end = ((blk + 1) * blksize).min(n) as usize;
+        let block = data.slice(start..end);
+        if block.iter().all(|&b| b == 0) {
+            continue;
+        }
+        w.store_block_bytes(f, blk, block, format)?;
+        blocks += 1;
+        pending += 1;
+        if pending >= txn_blocks {
+            w.commit(zodb_core::TxnMeta::default())?;
+            pending = 0;
+        }
+    }
+    w.commit(zodb_core::TxnMeta::default())?;
+    drop(w);
+    drop(fs);
+    Ok((secs(t.elapsed()), blocks))
+}
+
+/// `zodbrs bench array-write`: writing a ZBigArray of `mib` MiB, ours
+/// ([`zblk::write::Writer`]) against wendelin.core's path in Python
+/// (the stand-ins' `storeblk` under ZODB 6.4), the same blocks, formats
+/// and transactions, each a fresh FileStorage in `dir` with an fsync per
+/// commit on both sides; then `array import` of the same `.npy` against
+/// Python reading it with `numpy.load(mmap_mode='r')`.
+pub fn bench_array_write(
+    dir: &Path,
+    python: Option<&Path>,
+    mib: u64,
+    blksize: u64,
+    format: zblk::write::WriteFormat,
+    out: &mut dyn Write,
+) -> Result<Vec<Row>, ToolError> {
+    let npy = dir.join("bench_array_write.npy");
+    writeln!(out, "making {} ({mib} MiB of <f8)...", npy.display())?;
+    make_bench_npy(&npy, mib)?;
+    warm(&npy)?;
+    let txn_blocks = (crate::tools::array::DEFAULT_TXN_BYTES / blksize).max(1);
+    let py = match python {
+        Some(py) => {
+            writeln!(out, "running the Python reference ({})...", py.display())?;
+            let script = format!("{PY_WENDELIN_STANDIN}\n{PY_ARRAY_WRITE_BENCH}");
+            let o = Command::new(py)
+                .arg("-c")
+                .arg(script)
+                .arg(dir)
+                .arg(&npy)
+                .arg(blksize.to_string())
+                .arg(format.name())
+                .arg(txn_blocks.to_string())
+                .output()
+                .map_err(|e| ToolError::io(py, e))?;
+            if !o.status.success() {
+                return Err(ToolError::Usage(format!(
+                    "python reference failed: {}",
+                    String::from_utf8_lossy(&o.stderr)
+                )));
+            }
+            Some(
+                serde_json::from_slice::<serde_json::Value>(&o.stdout).map_err(|e| {
+                    ToolError::Usage(format!("python reference printed no JSON: {e}"))
+                })?,
+            )
+        }
+        None => None,
+    };
+    let py_write = py.as_ref().and_then(|j| j.get("write_s")?.as_f64());
+    let py_import = py.as_ref().and_then(|j| j.get("import_s")?.as_f64());
+    let py_size = py.as_ref().and_then(|j| j.get("size")?.as_u64());
+
+    // Ours, from memory: the data section read first (not timed).
+    let (header, hlen) = {
+        let mut f = std::fs::File::open(&npy).map_err(|e| ToolError::io(&npy, e))?;
+        zblk::npy::read_header(&mut f)?
+    };
+    let raw = std::fs::read(&npy).map_err(|e| ToolError::io(&npy, e))?;
+    let data = bytes::Bytes::from(raw).slice(hlen as usize..);
+    let db = dir.join("ours_write.fs");
+    let (write_s, blocks) = write_run(&db, &data, &header.shape, blksize, format, txn_blocks)?;
+    let size = std::fs::metadata(&db).map(|m| m.len()).unwrap_or(0);
+    drop(data);
+    remove_storage(&db);
+
+    // Ours, `array import` from the page-cached file.
+    let t = Instant::now();
+    let fs = FileStorage::open(&db, &OpenOptions::read_write())?;
+    let opts = crate::tools::array::ImportOptions {
+        blksize,
+        format,
+        ..crate::tools::array::ImportOptions::new("a")
+    };
+    crate::tools::array::import(&fs, &npy, &opts, &mut |_, _| {})?;
+    drop(fs);
+    let import_s = secs(t.elapsed());
+    remove_storage(&db);
+    let _ = std::fs::remove_file(&npy);
+
+    let gb = (mib << 20) as f64 / 1e9;
+    if let Some(ps) = py_size {
+        writeln!(
+            out,
+            "Data.fs sizes: ours {size}, Python {ps} ({})",
+            if ps == size { "equal" } else { "differ" }
+        )?;
+    }
+    let rows = vec![
+        Row {
+            what: format!(
+                "ZBigArray write ({}, {blocks} blocks, {gb:.2} GB, from memory)",
+                format.name()
+            ),
+            ours: write_s,
+            python: py_write,
+            unit: "s",
+            higher_is_better: false,
+        },
+        Row {
+            what: "  throughput".into(),
+            ours: gb / write_s,
+            python: py_write.map(|s| gb / s),
+            unit: "GB/s",
+            higher_is_better: true,
+        },
+        Row {
+            what: "array import from a page-cached .npy".into(),
+            ours: import_s,
+            python: py_import,
+            unit: "s",
+            higher_is_better: false,
+        },
+        Row {
+            what: "  throughput".into(),
+            ours: gb / import_s,
+            python: py_import.map(|s| gb / s),
+            unit: "GB/s",
+            higher_is_better: true,
+        },
+    ];
+    print_table(&rows, out)?;
+    Ok(rows)
+}

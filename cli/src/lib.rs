@@ -2,6 +2,7 @@
 //! any `io::Write`, so tests compare their output with the Python tools'.
 pub mod bench;
 pub mod pyrepr;
+pub mod serve;
 pub mod tidrange;
 pub mod tools;
 

@@ -144,10 +144,15 @@ enum Cmd {
         #[command(subcommand)]
         what: BigfileCmd,
     },
-    /// wendelin.core ZBigArrays (`info`, `export` to .npy).
+    /// wendelin.core ZBigArrays (`info`, `export` to .npy, `import` from .npy).
     Array {
         #[command(subcommand)]
         what: ArrayCmd,
+    },
+    /// wendelin.core block objects (`convert` between ZBlk0 and ZBlk1).
+    Zblk {
+        #[command(subcommand)]
+        what: ZblkCmd,
     },
     /// Copy every transaction into a new FileStorage (ZODB's copyTransactionsFrom).
     Copy {
@@ -169,6 +174,32 @@ enum Cmd {
         magic: String,
         /// The Data.fs to append to (created if missing).
         path: PathBuf,
+    },
+    /// Serve storages to ZEO clients (runzeo's options and configuration file).
+    Serve {
+        /// HOST:PORT, PORT or a Unix socket path (overrides <zeo> address).
+        #[arg(short = 'a', long)]
+        address: Option<String>,
+        /// A FileStorage to serve (repeatable; named "1", "2", ...; replaces the
+        /// configuration's storages).
+        #[arg(short = 'f', long = "filename")]
+        filename: Vec<PathBuf>,
+        /// Serve read-only.
+        #[arg(short = 'r', long)]
+        read_only: bool,
+        /// Transaction timeout in seconds.
+        #[arg(short = 't', long)]
+        timeout: Option<f64>,
+        /// A runzeo configuration file (ZConfig: <zeo>, storages, <eventlog>).
+        #[arg(short = 'C', long = "configure")]
+        configure: Option<PathBuf>,
+        /// Write the process id to this file.
+        #[arg(long = "pid-file")]
+        pid_file: Option<PathBuf>,
+        /// Fsync every commit on its own instead of sharing fsyncs between
+        /// commits that finish together.
+        #[arg(long)]
+        no_group_commit: bool,
     },
     /// Measure against the Python reference in the same run and print the ratios.
     Bench {
@@ -223,6 +254,42 @@ enum ArrayCmd {
         /// The .npy file to write.
         out: PathBuf,
     },
+    /// Store a NumPy .npy file as a new ZBigArray under root[KEY], streamed in bounded transactions.
+    Import {
+        /// The root key for the array (must not exist yet).
+        #[arg(long)]
+        key: String,
+        /// Block size of the array's ZBigFile.
+        #[arg(long, default_value_t = zblk::write::DEFAULT_BLKSIZE)]
+        blksize: u64,
+        /// Block format: ZBlk0, ZBlk1 or auto (wendelin.core's heuristic).
+        #[arg(long, default_value = "ZBlk0", value_parser = ["ZBlk0", "ZBlk1", "auto"])]
+        format: String,
+        /// Commit every this many MiB of blocks (memory stays near twice this).
+        #[arg(long, default_value_t = 64)]
+        txn_mib: u64,
+        /// The .npy file to read.
+        npy: PathBuf,
+        /// The Data.fs (created if missing; opened read-write).
+        path: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum ZblkCmd {
+    /// Rewrite a ZBigFile's blocks (or a ZBigArray's) in another block format, content unchanged.
+    Convert {
+        /// The target format.
+        #[arg(long, value_parser = ["ZBlk0", "ZBlk1"])]
+        to: String,
+        /// Commit every this many MiB of converted blocks.
+        #[arg(long, default_value_t = 64)]
+        txn_mib: u64,
+        /// The Data.fs (opened read-write).
+        path: PathBuf,
+        /// The ZBigFile or ZBigArray: 16 hex digits, or a Python int (17, 0x11).
+        oid: String,
+    },
 }
 
 /// A `--at` argument.
@@ -232,6 +299,27 @@ fn at_arg(at: Option<&str>) -> anyhow::Result<Option<zodb_core::Tid>> {
 
 #[derive(Subcommand)]
 enum BenchCmd {
+    /// A ZEO server (ours or runzeo): random loads, or 1-object commits with --write.
+    Zeo {
+        /// The server: HOST:PORT, PORT or a Unix socket path.
+        #[arg(short = 'a', long)]
+        address: String,
+        /// Concurrent connections.
+        #[arg(long, default_value_t = 1)]
+        clients: usize,
+        /// Seconds to run.
+        #[arg(long, default_value_t = 5.0)]
+        seconds: f64,
+        /// Commit 1-object transactions instead of loading.
+        #[arg(long)]
+        write: bool,
+        /// Storage name.
+        #[arg(long, default_value = "1")]
+        storage: String,
+        /// Load oids below this (default: the storage's object count).
+        #[arg(long)]
+        oids: Option<u64>,
+    },
     /// A whole wendelin.core ZBigArray into memory, against wendelin's path in Python.
     Array {
         /// Python with ZODB and numpy, to measure the reference (e.g. .venv/bin/python).
@@ -244,6 +332,23 @@ enum BenchCmd {
         path: PathBuf,
         /// The ZBigArray: 16 hex digits, or a Python int.
         oid: String,
+    },
+    /// Writing a wendelin.core ZBigArray (and `array import`), against wendelin's path in Python.
+    ArrayWrite {
+        /// Python with ZODB and numpy, to measure the reference (e.g. .venv/bin/python).
+        #[arg(long)]
+        python: Option<PathBuf>,
+        /// Size of the array in MiB.
+        #[arg(long, default_value_t = 1024)]
+        mib: u64,
+        /// Block size.
+        #[arg(long, default_value_t = zblk::write::DEFAULT_BLKSIZE)]
+        blksize: u64,
+        /// Block format: ZBlk0, ZBlk1 or auto.
+        #[arg(long, default_value = "ZBlk0", value_parser = ["ZBlk0", "ZBlk1", "auto"])]
+        format: String,
+        /// Directory for the scratch .npy and databases (on the filesystem to measure).
+        dir: PathBuf,
     },
     /// The FileStorage read side: random loads, open without index, fsdump.
     Fs {
@@ -342,8 +447,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             tools::fstail::fstail(&file, n, flavor(py2), &mut out)?;
         }
         Cmd::Fsrefs { v, path } => {
-            let fs = FileStorage::open_read_only(&path)?;
-            tools::fsrefs::fsrefs(&fs, v > 0, &mut out, &mut io::stderr())?;
+            let mut bar = tools::progress::ByteProgress::new("fsrefs");
+            let fs = FileStorage::open_with_progress(&path, &Default::default(), &mut |p, s| {
+                bar.at(p, s)
+            })?;
+            tools::fsrefs::fsrefs(&fs, v > 0, &mut out, &mut io::stderr(), &mut |p, s| {
+                bar.at(p, s)
+            })?;
         }
         Cmd::Fsoids { file, path, oids } => {
             let mut texts = oids;
@@ -361,7 +471,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .map(|t| tools::fsoids::parse_oid_arg(t))
                 .collect::<Result<Vec<_>, _>>()?;
             let fs = FileStorage::open_read_only(&path)?;
-            tools::fsoids::fsoids(&fs, &oids, &mut out)?;
+            let mut bar = tools::progress::ByteProgress::new("fsoids");
+            tools::fsoids::fsoids(&fs, &oids, &mut out, &mut |p, s| bar.at(p, s))?;
         }
         Cmd::Dump {
             hashonly,
@@ -521,6 +632,103 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     .at(done)
             })?;
         }
+        Cmd::Array {
+            what:
+                ArrayCmd::Import {
+                    key,
+                    blksize,
+                    format,
+                    txn_mib,
+                    npy,
+                    path,
+                },
+        } => {
+            let opts = zodbrs::tools::array::ImportOptions {
+                key,
+                blksize,
+                format: format
+                    .parse()
+                    .map_err(|e: String| anyhow::anyhow!("--format: {e}"))?,
+                txn_bytes: txn_mib.max(1) << 20,
+            };
+            let fs = FileStorage::open(
+                &path,
+                &filestorage::OpenOptions {
+                    durability: filestorage::Durability::Deferred,
+                    ..filestorage::OpenOptions::read_write()
+                },
+            )?;
+            let mut bar = None;
+            let report = tools::array::import(&fs, &npy, &opts, &mut |done, total| {
+                bar.get_or_insert_with(|| tools::bigfile::ByteProgress::new("import", total))
+                    .at(done)
+            })?;
+            drop(bar);
+            fs.sync()?;
+            writeln!(
+                out,
+                "root[{:?}] = ZBigArray {} (ZBigFile {}): {} blocks stored, {} zero blocks left as holes, {} bytes, {} transactions",
+                opts.key,
+                report.oid,
+                report.file,
+                report.blocks,
+                report.holes,
+                report.bytes,
+                report.transactions
+            )?;
+        }
+        Cmd::Zblk {
+            what:
+                ZblkCmd::Convert {
+                    to,
+                    txn_mib,
+                    path,
+                    oid,
+                },
+        } => {
+            let oid = tools::bigfile::parse_oid(&oid)?;
+            let to = zblk::format::BlockFormat::from_class(zblk::format::FILE_ZODB, &to)
+                .ok_or_else(|| anyhow::anyhow!("--to {to}: not ZBlk0 or ZBlk1"))?;
+            let fs = FileStorage::open(&path, &filestorage::OpenOptions::read_write())?;
+            let mut bar = None;
+            let report =
+                tools::zblk::convert(&fs, oid, to, txn_mib.max(1) << 20, &mut |done, total| {
+                    bar.get_or_insert_with(|| tools::bigfile::ByteProgress::new("convert", total))
+                        .at(done)
+                })?;
+            drop(bar);
+            writeln!(
+                out,
+                "ZBigFile {}: {} of {} blocks rewritten as {}, {} transactions",
+                report.file,
+                report.converted,
+                report.blocks,
+                to.class_name(),
+                report.transactions
+            )?;
+        }
+        Cmd::Bench {
+            what:
+                BenchCmd::ArrayWrite {
+                    python,
+                    mib,
+                    blksize,
+                    format,
+                    dir,
+                },
+        } => {
+            let format = format
+                .parse()
+                .map_err(|e: String| anyhow::anyhow!("--format: {e}"))?;
+            zodbrs::bench::bench_array_write(
+                &dir,
+                python.as_deref(),
+                mib,
+                blksize,
+                format,
+                &mut out,
+            )?;
+        }
         Cmd::Copy {
             force,
             magic,
@@ -560,9 +768,54 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => {
             zodbrs::bench::bench_copy(&path, &dst, python.as_deref(), python_txns, &mut out)?;
         }
+        Cmd::Serve {
+            address,
+            filename,
+            read_only,
+            timeout,
+            configure,
+            pid_file,
+            no_group_commit,
+        } => {
+            let opts = zodbrs::serve::ServeOptions {
+                address,
+                filenames: filename,
+                read_only,
+                timeout,
+                configure,
+                pid_file,
+                no_group_commit,
+            };
+            zodbrs::serve::serve(&opts)?;
+        }
+        Cmd::Bench {
+            what:
+                BenchCmd::Zeo {
+                    address,
+                    clients,
+                    seconds,
+                    write,
+                    storage,
+                    oids,
+                },
+        } => {
+            let opts = zodbrs::serve::bench::BenchOptions {
+                address: zodbrs::serve::config::Address::parse(&address)
+                    .map_err(anyhow::Error::msg)?,
+                storage,
+                clients,
+                seconds,
+                write,
+                oids,
+            };
+            zodbrs::serve::bench::bench_zeo(&opts, &mut out)?;
+        }
         Cmd::Fstest { v, path } => {
             let file = DataFile::open(&path, BackendKind::Mmap).with_context(|| "fstest")?;
-            if let Err(e) = tools::fstest::fstest(&file, u32::from(v), &mut out)? {
+            let mut bar = tools::progress::ByteProgress::new("fstest");
+            if let Err(e) =
+                tools::fstest::fstest(&file, u32::from(v), &mut out, &mut |p, s| bar.at(p, s))?
+            {
                 out.flush()?;
                 eprintln!("{e}");
                 return Ok(ExitCode::FAILURE);

@@ -31,8 +31,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 
-use zodb_core::storage::{TpcTxn, Transaction};
-use zodb_core::{ReadStorage, StorageError, Tid, TimeStamp, TxnStatus};
+use zodb_core::storage::Transaction;
+use zodb_core::{ReadStorage, StorageError, Tid, TimeStamp, TxnStatus, WriteStorage};
 
 use filestorage::format::Magic;
 use filestorage::{Durability, FileStorage, OpenOptions};
@@ -139,6 +139,20 @@ pub fn copy_transactions(
     log: &mut dyn Write,
     progress: &mut dyn FnMut(Tid),
 ) -> Result<CopyReport, CopyError> {
+    let mut report = copy_into(src, dst, log, progress)?;
+    report.end = dst.end_pos();
+    Ok(report)
+}
+
+/// [`copy_transactions`] into any writable storage (a ZEO server: `zodbrs
+/// copy file.fs zeo://...`), which makes each transaction durable as it
+/// commits it. [`CopyReport::end`] is left 0.
+pub fn copy_into(
+    src: &dyn ReadStorage,
+    dst: &dyn WriteStorage,
+    log: &mut dyn Write,
+    progress: &mut dyn FnMut(Tid),
+) -> Result<CopyReport, CopyError> {
     let mut report = CopyReport::default();
     let last = dst.last_transaction();
     let mut prev: Option<TimeStamp> = (last != Tid::ZERO).then(|| last.timestamp());
@@ -221,13 +235,12 @@ pub fn copy_transactions(
         )
         .map_err(CopyError::Log)?;
     }
-    report.end = dst.end_pos();
     Ok(report)
 }
 
 /// Restores one source transaction as `tid`.
 fn copy_one(
-    dst: &FileStorage,
+    dst: &dyn WriteStorage,
     t: Transaction,
     tid: Tid,
     renamed: &HashMap<Tid, Tid>,
@@ -239,13 +252,13 @@ fn copy_one(
             t.info.tid, status
         )));
     }
-    let mut txn = dst.begin_restore(t.info.meta, tid, status)?;
+    let mut txn = dst.tpc_begin_restore(t.info.meta, tid, status)?;
     for r in t.records {
         let prev_txn = r.data_txn.map(|p| renamed.get(&p).copied().unwrap_or(p));
         txn.restore(r.oid, r.data, prev_txn)?;
     }
     txn.vote()?;
-    Box::new(txn).finish()?;
+    txn.finish()?;
     Ok(())
 }
 

@@ -83,7 +83,12 @@ struct TxnInfo {
 }
 
 /// Traces `oids` through `fs` and writes fsoids' report to `out`.
-pub fn fsoids(fs: &FileStorage, oids: &[Oid], out: &mut dyn Write) -> Result<(), ToolError> {
+pub fn fsoids(
+    fs: &FileStorage,
+    oids: &[Oid],
+    out: &mut dyn Write,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<(), ToolError> {
     if oids.is_empty() {
         return Err(ToolError::Usage("no oids specified".into()));
     }
@@ -95,8 +100,10 @@ pub fn fsoids(fs: &FileStorage, oids: &[Oid], out: &mut dyn Write) -> Result<(),
     // (oid, tid, message): sorted at the end as Python sorts its tuples.
     let mut msgs: Vec<(Oid, Option<Tid>, String)> = Vec::new();
 
+    let end = fs.end_pos();
     for txn in fs.txns() {
         let txn = txn?;
+        progress(txn.pos, end);
         let tid = txn.tid();
         let produced_before = msgs.len();
         let mut saved: Vec<(Oid, Bytes, u64)> = Vec::new();

@@ -19,6 +19,7 @@ pub fn fsrefs(
     verbose: bool,
     out: &mut dyn Write,
     err: &mut dyn Write,
+    progress: &mut dyn FnMut(u64, u64),
 ) -> Result<(), ToolError> {
     // Visit objects in file order, as fsrefs does, to read the file sequentially.
     let mut by_pos: Vec<(u64, Oid)> = fs.oids().into_iter().map(|(o, p)| (p, o)).collect();
@@ -26,7 +27,9 @@ pub fn fsrefs(
     let mut undone = HashSet::new();
     let mut noload = HashSet::new();
     let mut loaded: Vec<(Oid, Bytes, zodb_core::Tid)> = Vec::new();
-    for &(_, oid) in &by_pos {
+    let end = fs.end_pos();
+    for &(pos, oid) in &by_pos {
+        progress(pos / 2, end);
         match fs.load(oid) {
             Ok((data, serial)) => loaded.push((oid, data, serial)),
             Err(e) if e.is_pos_key_error() => {
@@ -45,7 +48,9 @@ pub fn fsrefs(
             }
         }
     }
-    for (oid, data, serial) in &loaded {
+    let n = loaded.len().max(1) as u64;
+    for (i, (oid, data, serial)) in loaded.iter().enumerate() {
+        progress(end / 2 + end / 2 * i as u64 / n, end);
         let refs = match decode_record(data) {
             Ok(rec) => get_refs(&rec),
             Err(e) => {

@@ -33,6 +33,7 @@ pub fn fstest(
     file: &DataFile,
     verbose: u32,
     out: &mut dyn Write,
+    progress: &mut dyn FnMut(u64, u64),
 ) -> Result<Result<(), FormatError>, ToolError> {
     let path = file.path().display().to_string();
     let b = file.backend();
@@ -58,6 +59,7 @@ pub fn fstest(
     let mut ltid = [0u8; 8];
     let mut i = 0u64;
     loop {
+        progress(pos, size);
         let mut hb = [0u8; TXN_HEADER_LEN as usize];
         let n = read(pos, &mut hb);
         if n == 0 {

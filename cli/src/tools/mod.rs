@@ -18,4 +18,5 @@ pub mod qq;
 pub mod refs;
 pub mod reindex;
 pub mod restore;
+pub mod zblk;
 pub mod zodbdump;

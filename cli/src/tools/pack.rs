@@ -53,8 +53,12 @@ pub fn pack(
     gc: bool,
     out: &mut dyn Write,
 ) -> Result<PackOutcome, ToolError> {
-    let fs = FileStorage::open(path, &OpenOptions::read_write())?;
-    let outcome = fs.pack(pack_time, gc)?;
+    let mut bar = crate::tools::progress::ByteProgress::new("pack");
+    let fs = FileStorage::open_with_progress(path, &OpenOptions::read_write(), &mut |p, s| {
+        bar.at(p, s)
+    })?;
+    let outcome = fs.pack_with_progress(pack_time, gc, &mut |_, p, s| bar.at(p, s))?;
+    drop(bar);
     match &outcome {
         PackOutcome::Empty => writeln!(out, "{}: empty, nothing to pack", path.display())?,
         PackOutcome::Redundant => writeln!(

@@ -48,8 +48,7 @@ use std::io::{BufRead, Read, Write};
 
 use bytes::Bytes;
 use sha1::Digest;
-use zodb_core::storage::TpcTxn;
-use zodb_core::{Oid, ReadStorage, StorageError, Tid, TxnMeta, TxnStatus};
+use zodb_core::{Oid, StorageError, Tid, TxnMeta, TxnStatus, WriteStorage};
 
 use filestorage::FileStorage;
 
@@ -775,8 +774,21 @@ pub fn restore(
     Ok(report)
 }
 
+/// [`restore`] into any writable storage (a ZEO server, say), which makes
+/// each transaction durable as it commits it.
+pub fn restore_into(
+    dst: &dyn WriteStorage,
+    input: &mut dyn BufRead,
+    tids: &mut dyn Write,
+    progress: &mut dyn FnMut(u64),
+) -> Result<RestoreReport, RestoreError> {
+    let mut report = RestoreReport::default();
+    restore_all(dst, input, tids, progress, &mut report)?;
+    Ok(report)
+}
+
 fn restore_all(
-    dst: &FileStorage,
+    dst: &dyn WriteStorage,
     input: &mut dyn BufRead,
     tids: &mut dyn Write,
     progress: &mut dyn FnMut(u64),
@@ -805,7 +817,7 @@ fn restore_all(
 }
 
 /// Commits one dumped transaction; returns its tid.
-fn commit_txn(dst: &FileStorage, t: DumpTxn) -> Result<Tid, RestoreError> {
+fn commit_txn(dst: &dyn WriteStorage, t: DumpTxn) -> Result<Tid, RestoreError> {
     // Checked before beginning, so that nothing is written for it.
     if let Some(o) = t
         .objs
@@ -834,9 +846,9 @@ fn commit_txn(dst: &FileStorage, t: DumpTxn) -> Result<Tid, RestoreError> {
                 });
             }
         };
-        dst.begin_restore(t.meta, t.tid, status)
+        dst.tpc_begin_restore(t.meta, t.tid, status)
     } else {
-        dst.begin(t.meta)
+        dst.tpc_begin(t.meta)
     }
     .map_err(txn_err)?;
     for obj in t.objs {
@@ -867,12 +879,12 @@ fn commit_txn(dst: &FileStorage, t: DumpTxn) -> Result<Tid, RestoreError> {
         .map_err(obj_err)?;
     }
     txn.vote().map_err(txn_err)?;
-    Box::new(txn).finish().map_err(txn_err)
+    txn.finish().map_err(txn_err)
 }
 
 /// The serial of `oid`'s current revision, zero if it has none or it is a
 /// deletion (zodbtools' `_serial_at` for the last committed transaction).
-fn current_serial(dst: &FileStorage, oid: Oid) -> Result<Tid, StorageError> {
+fn current_serial(dst: &dyn WriteStorage, oid: Oid) -> Result<Tid, StorageError> {
     match dst.load(oid) {
         Ok((_, serial)) => Ok(serial),
         Err(e) if e.is_pos_key_error() => Ok(Tid::ZERO),

@@ -1,0 +1,256 @@
+//! `zodbrs bench zeo`: a load generator for any ZEO 5/6 server (ours or
+//! Python's `runzeo`), so that both are measured by the same client.
+//!
+//! Each of N connections runs one request at a time, like a client thread
+//! without a cache: random `loadBefore(oid, last+1)` (what a ZODB
+//! connection sends for a current object), or with `--write` one-object
+//! transactions (`tpc_begin`, `storea`, `vote`, `tpc_finish`) on an object
+//! of its own, so writers contend for the commit lock but never conflict.
+//! It prints the rate and the median and 99th-percentile latency.
+
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::io::{AsyncRead, AsyncWrite};
+use zeo_proto::client::{Client, ClientError, CommitResult};
+use zeo_proto::request::Request;
+use zodb_core::{Oid, Tid};
+
+use super::config::Address;
+
+/// What to measure.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    /// The server.
+    pub address: Address,
+    /// Storage name to register with.
+    pub storage: String,
+    /// Concurrent connections.
+    pub clients: usize,
+    /// Duration of the measurement.
+    pub seconds: f64,
+    /// Commits instead of loads.
+    pub write: bool,
+    /// Loads pick oids in `0..oids` (default: the storage's object count).
+    pub oids: Option<u64>,
+}
+
+/// The outcome.
+#[derive(Debug, Clone)]
+pub struct BenchResult {
+    /// Operations completed.
+    pub ops: u64,
+    /// Operations per second.
+    pub rate: f64,
+    /// Median latency.
+    pub p50: Duration,
+    /// 99th-percentile latency.
+    pub p99: Duration,
+    /// Loads of oids that do not exist (POSKeyError), or conflicts.
+    pub misses: u64,
+}
+
+/// A bench failure.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    /// Connecting.
+    #[error("connecting to {addr}: {source}")]
+    Connect {
+        /// The address.
+        addr: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A call failed.
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    /// The runtime.
+    #[error("{0}")]
+    Other(String),
+}
+
+/// xorshift64*: a fixed random sequence per client, no dependency.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+}
+
+/// A small persistent record: class pickle and state, as ZODB writes one.
+fn record(n: u64) -> Bytes {
+    let mut v = b"\x80\x03czodbrs_bench\nCounter\nq\x00.\x80\x03}q\x01X\x05\x00\x00\x00valueq\x02J"
+        .to_vec();
+    v.extend_from_slice(&(n as u32).to_le_bytes());
+    v.extend_from_slice(b"s.");
+    Bytes::from(v)
+}
+
+async fn run_client<T: AsyncRead + AsyncWrite + Unpin>(
+    mut c: Client<T>,
+    opts: BenchOptions,
+    id: usize,
+    oids: u64,
+    deadline: Instant,
+) -> Result<(Vec<u32>, u64), BenchError> {
+    let last = c.register(&opts.storage, false).await?;
+    let mut lat = Vec::with_capacity(1 << 16);
+    let mut misses = 0;
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ (id as u64 + 1).wrapping_mul(0x1000_0000_01b3));
+    if opts.write {
+        let v = c.call(&Request::NewOids { n: Some(1) }).await?;
+        let oid = zeo_proto::reply::parse_oids(&v)
+            .and_then(|o| o.first().copied())
+            .ok_or_else(|| BenchError::Other("new_oids returned no oid".into()))?;
+        let mut serial = Tid::ZERO;
+        let mut n = 0u64;
+        let mut txn = (id as i64 + 1) << 40;
+        while Instant::now() < deadline {
+            let t0 = Instant::now();
+            txn += 1;
+            match c.commit(txn, &[(oid, serial, record(n))]).await? {
+                CommitResult::Committed(tid) => serial = tid,
+                CommitResult::Conflicts(_) => misses += 1,
+            }
+            c.calls.clear();
+            lat.push(t0.elapsed().as_micros().min(u128::from(u32::MAX)) as u32);
+            n += 1;
+        }
+    } else {
+        let before = last.next();
+        while Instant::now() < deadline {
+            let oid = Oid(rng.next() % oids.max(1));
+            let t0 = Instant::now();
+            match c.load_before(oid, before).await {
+                Ok(_) => {}
+                Err(ClientError::Raised(_)) => misses += 1,
+                Err(e) => return Err(e.into()),
+            }
+            lat.push(t0.elapsed().as_micros().min(u128::from(u32::MAX)) as u32);
+            c.calls.clear();
+        }
+    }
+    Ok((lat, misses))
+}
+
+async fn connect_tcp(addr: &Address) -> Result<Client<tokio::net::TcpStream>, BenchError> {
+    let Address::Tcp { host, port } = addr else {
+        return Err(BenchError::Other("not a TCP address".into()));
+    };
+    let host = if host.is_empty() { "127.0.0.1" } else { host };
+    let s = tokio::net::TcpStream::connect((host, *port))
+        .await
+        .map_err(|source| BenchError::Connect {
+            addr: addr.to_string(),
+            source,
+        })?;
+    s.set_nodelay(true).map_err(|source| BenchError::Connect {
+        addr: addr.to_string(),
+        source,
+    })?;
+    Ok(Client::handshake(s).await?)
+}
+
+async fn connect_unix(addr: &Address) -> Result<Client<tokio::net::UnixStream>, BenchError> {
+    let Address::Unix(p) = addr else {
+        return Err(BenchError::Other("not a Unix address".into()));
+    };
+    let s = tokio::net::UnixStream::connect(p)
+        .await
+        .map_err(|source| BenchError::Connect {
+            addr: addr.to_string(),
+            source,
+        })?;
+    Ok(Client::handshake(s).await?)
+}
+
+/// Runs the benchmark and prints its result to `out`.
+pub fn bench_zeo(opts: &BenchOptions, out: &mut dyn Write) -> Result<BenchResult, BenchError> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| BenchError::Other(e.to_string()))?;
+    let result = rt.block_on(async {
+        // How many oids to pick from.
+        let oids = match opts.oids {
+            Some(n) => n,
+            None => {
+                let info = match &opts.address {
+                    Address::Tcp { .. } => {
+                        let mut c = connect_tcp(&opts.address).await?;
+                        c.register(&opts.storage, true).await?;
+                        c.call(&Request::GetInfo).await?
+                    }
+                    Address::Unix(_) => {
+                        let mut c = connect_unix(&opts.address).await?;
+                        c.register(&opts.storage, true).await?;
+                        c.call(&Request::GetInfo).await?
+                    }
+                };
+                info.dict_get("length")
+                    .and_then(|v| v.as_i64())
+                    .map_or(1, |n| n.max(1) as u64)
+            }
+        };
+        let start = Instant::now();
+        let deadline = start + Duration::from_secs_f64(opts.seconds);
+        let mut tasks = Vec::with_capacity(opts.clients);
+        for id in 0..opts.clients.max(1) {
+            let o = opts.clone();
+            match &opts.address {
+                Address::Tcp { .. } => {
+                    let c = connect_tcp(&opts.address).await?;
+                    tasks.push(tokio::spawn(run_client(c, o, id, oids, deadline)));
+                }
+                Address::Unix(_) => {
+                    let c = connect_unix(&opts.address).await?;
+                    tasks.push(tokio::spawn(run_client(c, o, id, oids, deadline)));
+                }
+            }
+        }
+        let mut lat: Vec<u32> = Vec::new();
+        let mut misses = 0;
+        for t in tasks {
+            let (l, m) = t.await.map_err(|e| BenchError::Other(e.to_string()))??;
+            lat.extend(l);
+            misses += m;
+        }
+        let elapsed = start.elapsed().as_secs_f64();
+        lat.sort_unstable();
+        let pct = |p: f64| -> Duration {
+            let i = ((lat.len() as f64 - 1.0) * p).round() as usize;
+            Duration::from_micros(u64::from(lat.get(i).copied().unwrap_or(0)))
+        };
+        Ok::<_, BenchError>(BenchResult {
+            ops: lat.len() as u64,
+            rate: lat.len() as f64 / elapsed,
+            p50: pct(0.5),
+            p99: pct(0.99),
+            misses,
+        })
+    })?;
+    let what = if opts.write { "commits/s" } else { "loads/s" };
+    let _ = writeln!(
+        out,
+        "{}: {} clients, {:.1} s: {what} {:.0}  p50 {} us  p99 {} us  ({} ops, {} {})",
+        opts.address,
+        opts.clients,
+        opts.seconds,
+        result.rate,
+        result.p50.as_micros(),
+        result.p99.as_micros(),
+        result.ops,
+        result.misses,
+        if opts.write {
+            "conflicts"
+        } else {
+            "POSKeyErrors"
+        }
+    );
+    Ok(result)
+}
