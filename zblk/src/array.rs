@@ -594,7 +594,7 @@ fn covered_ranges(dtype: &DType, base: u64, out: &mut Vec<(u64, u64)>, depth: us
 /// The ndarray layout of `A[:]`: a subarray dtype's dimensions appended,
 /// with C-contiguous strides inside the element (what `numpy.ndarray`
 /// does with a subarray dtype).
-fn view_layout(dtype: &DType, shape: &[u64], strides: &[u64]) -> Layout {
+pub(crate) fn view_layout(dtype: &DType, shape: &[u64], strides: &[u64]) -> Layout {
     let (base, sub) = dtype.expand_subarray();
     let mut shape = shape.to_vec();
     let mut strides = strides.to_vec();

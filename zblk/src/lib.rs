@@ -55,6 +55,7 @@ mod error;
 pub mod file;
 pub mod format;
 pub mod npy;
+pub mod paged;
 mod store;
 pub mod write;
 
