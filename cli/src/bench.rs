@@ -8,7 +8,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use filestorage::{FileStorage, OpenOptions};
-use zodb_core::{Oid, ReadStorage};
+use zodb_core::{Oid, ReadStorage, TxnMeta};
 
 use crate::ToolError;
 
@@ -195,9 +195,20 @@ pub fn print_table(rows: &[Row], out: &mut dyn Write) -> Result<(), ToolError> {
 const PY_WRITE_BENCH: &str = include_str!("../../bench/py_write_bench.py");
 
 fn run_py(python: &Path, args: &[&str]) -> Result<serde_json::Value, ToolError> {
+    let args: Vec<&std::ffi::OsStr> = args.iter().map(std::ffi::OsStr::new).collect();
+    run_py_script(python, PY_WRITE_BENCH, &args)
+}
+
+/// Runs a Python reference script (`python -c SCRIPT ARGS...`) and parses
+/// the JSON it prints.
+fn run_py_script(
+    python: &Path,
+    script: &str,
+    args: &[&std::ffi::OsStr],
+) -> Result<serde_json::Value, ToolError> {
     let o = Command::new(python)
         .arg("-c")
-        .arg(PY_WRITE_BENCH)
+        .arg(script)
         .args(args)
         .output()
         .map_err(|e| ToolError::io(python, e))?;
@@ -887,4 +898,230 @@ pub fn bench_array_write(
     ];
     print_table(&rows, out)?;
     Ok(rows)
+}
+
+/// `zodbrs bench pager`: a ZBigArray of `mib` MiB of float64 through the
+/// pager against wendelin.core's paths in Python, in one run:
+///
+/// - commit: 1 GiB (or the array) of dirty blocks per transaction, ZBlk0,
+///   timed from `commit()` to its return (the fill is not timed); Python:
+///   `ZBigFile.storeblk` of the same bytes per block and commit (its ZBlk0
+///   write path, `bench array-write`'s `write_s`);
+/// - first touch: the mean of the whole array through one `view()` on a
+///   warm page cache, every block loaded on its first fault; Python: the
+///   array into memory block by block (`loadblk`, `bench array`);
+/// - re-read: the same view again, every block resident;
+/// - first write to a clean resident block (the write-protect fault), per
+///   block.
+pub fn bench_pager(
+    dir: &Path,
+    python: Option<&Path>,
+    mib: u64,
+    out: &mut dyn Write,
+) -> Result<Vec<Row>, ToolError> {
+    use std::sync::Arc;
+    use zblk::paged::{PagedArray, PagedOptions};
+    use zblk::write::{ArraySpec, DEFAULT_BLKSIZE, WriteFormat, Writer, WriterOptions};
+
+    let nbytes = mib << 20;
+    let n = nbytes / 8;
+    let db = dir.join("bench_pager.fs");
+    remove_storage(&db);
+    let budget = usize::try_from(nbytes + (256 << 20)).unwrap_or(usize::MAX);
+    let opts = || {
+        let mut o = PagedOptions::default();
+        o.pager.budget = budget;
+        o.format = WriteFormat::ZBlk0;
+        o
+    };
+    let pe = |what: &str, e: zblk::paged::PagedError| ToolError::Usage(format!("{what}: {e}"));
+
+    // Commit.
+    let fs = Arc::new(FileStorage::open(
+        &db,
+        &OpenOptions {
+            create: true,
+            ..OpenOptions::read_write()
+        },
+    )?);
+    let oid = {
+        let descr = zblk::npy::parse_descr("'<f8'")?;
+        let dtype = zblk::dtype::DType::from_descr(&descr).map_err(ToolError::Usage)?;
+        let mut w = Writer::open(&*fs, WriterOptions::default(), None)?;
+        let a = w.create_array(
+            "a",
+            ArraySpec {
+                dtype,
+                shape: vec![n],
+                order: zblk::format::Order::C,
+                blksize: DEFAULT_BLKSIZE,
+            },
+        )?;
+        w.commit(TxnMeta::default())?;
+        w.oid_of(a)
+            .ok_or_else(|| ToolError::Usage("the array got no oid".into()))?
+    };
+    writeln!(out, "committing {mib} MiB through the pager...")?;
+    let mut a = PagedArray::open(Arc::clone(&fs), oid, opts()).map_err(|e| pe("open", e))?;
+    let per_txn = (1u64 << 30).min(nbytes) / 8;
+    let mut commit_s = 0.0;
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    let mut t0 = 0;
+    while t0 < n {
+        let t1 = (t0 + per_txn).min(n);
+        {
+            let mut v = a.view_major_mut::<f64>(t0..t1).map_err(|e| pe("view", e))?;
+            let base = rng.next() as f64;
+            for (i, x) in v.as_mut_slice().iter_mut().enumerate() {
+                *x = base + i as f64;
+            }
+        }
+        let t = Instant::now();
+        a.commit(TxnMeta::default()).map_err(|e| pe("commit", e))?;
+        commit_s += secs(t.elapsed());
+        t0 = t1;
+    }
+    drop(a);
+    fs.sync()?;
+    drop(fs);
+
+    // Python, on the file we just wrote and from memory.
+    let (py_read, py_write_gbs) = match python {
+        Some(py) => {
+            writeln!(out, "running the Python reference ({})...", py.display())?;
+            warm(&db)?;
+            let read = run_py_script(
+                py,
+                &format!("{PY_WENDELIN_STANDIN}\n{PY_ARRAY_BENCH}"),
+                &[
+                    db.as_os_str(),
+                    std::ffi::OsStr::new(&oid.0.to_string()),
+                    std::ffi::OsStr::new("1"),
+                ],
+            )?;
+            let wmib = mib.min(1024);
+            let npy = dir.join("bench_pager.npy");
+            make_bench_npy(&npy, wmib)?;
+            let pydir = dir.join("bench_pager_py");
+            std::fs::create_dir_all(&pydir).map_err(|e| ToolError::io(&pydir, e))?;
+            let write = run_py_script(
+                py,
+                &format!("{PY_WENDELIN_STANDIN}\n{PY_ARRAY_WRITE_BENCH}"),
+                &[
+                    pydir.as_os_str(),
+                    npy.as_os_str(),
+                    std::ffi::OsStr::new(&DEFAULT_BLKSIZE.to_string()),
+                    std::ffi::OsStr::new("ZBlk0"),
+                    std::ffi::OsStr::new(&((1u64 << 30) / DEFAULT_BLKSIZE).to_string()),
+                ],
+            )?;
+            let _ = std::fs::remove_file(&npy);
+            let _ = std::fs::remove_dir_all(&pydir);
+            (
+                read.get("read_s").and_then(serde_json::Value::as_f64),
+                write
+                    .get("write_s")
+                    .and_then(serde_json::Value::as_f64)
+                    .map(|s| (wmib << 20) as f64 / 1e9 / s),
+            )
+        }
+        None => (None, None),
+    };
+
+    // First touch and re-read.
+    warm(&db)?;
+    let fs = Arc::new(FileStorage::open_read_only(&db)?);
+    let mut a = PagedArray::open(Arc::clone(&fs), oid, opts()).map_err(|e| pe("open", e))?;
+    let mean = |a: &PagedArray<FileStorage>| -> Result<(f64, f64), ToolError> {
+        let v = a.as_slice::<f64>().map_err(|e| pe("view", e))?;
+        let t = Instant::now();
+        let s = sum8(v);
+        Ok((secs(t.elapsed()), s / v.len().max(1) as f64))
+    };
+    let (first_s, m1) = mean(&a)?;
+    let (again_s, m2) = mean(&a)?;
+    if m1.to_bits() != m2.to_bits() {
+        return Err(ToolError::Usage(format!(
+            "the two reads disagree: {m1} vs {m2}"
+        )));
+    }
+    let stats = a.mapping().stats();
+    // First write to clean resident blocks.
+    let blocks = (nbytes / DEFAULT_BLKSIZE).min(512);
+    let per_block = (DEFAULT_BLKSIZE / 8) as usize;
+    let write_us = {
+        let mut v = a.view_mut::<f64>().map_err(|e| pe("view", e))?;
+        let s = v.as_mut_slice();
+        let t = Instant::now();
+        for b in 0..blocks as usize {
+            if let Some(x) = s.get_mut(b * per_block) {
+                *x += 1.0;
+            }
+        }
+        secs(t.elapsed()) * 1e6 / blocks.max(1) as f64
+    };
+    a.abort().map_err(|e| pe("abort", e))?;
+    drop(a);
+    drop(fs);
+    remove_storage(&db);
+
+    let gb = nbytes as f64 / 1e9;
+    writeln!(
+        out,
+        "pager: {} faults, {} loads, {} moves, {} copies; install: {}",
+        stats.faults,
+        stats.loads,
+        stats.moves,
+        stats.copies,
+        if stats.moves > 0 {
+            "UFFDIO_MOVE"
+        } else {
+            "UFFDIO_COPY"
+        }
+    )?;
+    let rows = vec![
+        Row {
+            what: format!("commit of dirty blocks (ZBlk0, {gb:.2} GB)"),
+            ours: gb / commit_s,
+            python: py_write_gbs,
+            unit: "GB/s",
+            higher_is_better: true,
+        },
+        Row {
+            what: "first-touch read through view()".into(),
+            ours: gb / first_s,
+            python: py_read.map(|s| gb / s),
+            unit: "GB/s",
+            higher_is_better: true,
+        },
+        Row {
+            what: "re-read of resident data".into(),
+            ours: gb / again_s,
+            python: None,
+            unit: "GB/s",
+            higher_is_better: true,
+        },
+        Row {
+            what: "first write to a clean 2 MiB block".into(),
+            ours: write_us,
+            python: None,
+            unit: "µs",
+            higher_is_better: false,
+        },
+    ];
+    print_table(&rows, out)?;
+    Ok(rows)
+}
+
+/// A sum with eight independent accumulators, so the read, not the adds,
+/// bounds the loop.
+fn sum8(v: &[f64]) -> f64 {
+    let mut acc = [0.0f64; 8];
+    let mut chunks = v.chunks_exact(8);
+    for c in &mut chunks {
+        for (a, x) in acc.iter_mut().zip(c) {
+            *a += x;
+        }
+    }
+    acc.iter().sum::<f64>() + chunks.remainder().iter().sum::<f64>()
 }

@@ -7,6 +7,7 @@
 use std::io::{self, BufWriter, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -149,6 +150,11 @@ enum Cmd {
         #[command(subcommand)]
         what: ArrayCmd,
     },
+    /// wendelin.core's demo_zbigarray.py on the pager: `gen` a signal bigger than the budget, `read` it back.
+    Demo {
+        #[command(subcommand)]
+        what: DemoCmd,
+    },
     /// wendelin.core block objects (`convert` between ZBlk0 and ZBlk1).
     Zblk {
         #[command(subcommand)]
@@ -276,6 +282,29 @@ enum ArrayCmd {
 }
 
 #[derive(Subcommand)]
+enum DemoCmd {
+    /// Store root['signalv'] = 15·sin(0.2·t) as a float64 ZBigArray, in transactions of ≤ 32 MiB.
+    Gen {
+        /// Size of the signal in MiB.
+        #[arg(long, default_value_t = 2048)]
+        worksize: u64,
+        /// The pager's memory budget in MiB.
+        #[arg(long, default_value_t = 512)]
+        budget: u64,
+        /// The database (created if missing).
+        path: PathBuf,
+    },
+    /// Mean and sum of root['signalv'] through one view, with the read throughput.
+    Read {
+        /// The pager's memory budget in MiB.
+        #[arg(long, default_value_t = 512)]
+        budget: u64,
+        /// The database.
+        path: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
 enum ZblkCmd {
     /// Rewrite a ZBigFile's blocks (or a ZBigArray's) in another block format, content unchanged.
     Convert {
@@ -319,6 +348,18 @@ enum BenchCmd {
         /// Load oids below this (default: the storage's object count).
         #[arg(long)]
         oids: Option<u64>,
+    },
+    /// A ZBigArray through the pager (commit, first touch, re-read, first write), against wendelin's paths in Python.
+    Pager {
+        /// Python with ZODB and numpy, to measure the reference (e.g. .venv/bin/python).
+        #[arg(long)]
+        python: Option<PathBuf>,
+        /// Size of the array in MiB.
+        #[arg(long, default_value_t = 4096)]
+        mib: u64,
+        /// Scratch directory for the databases.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
     },
     /// A whole wendelin.core ZBigArray into memory, against wendelin's path in Python.
     Array {
@@ -594,6 +635,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let oid = tools::bigfile::parse_oid(&oid)?;
             zodbrs::bench::bench_array(&path, oid, python.as_deref(), runs, &mut out)?;
         }
+        Cmd::Bench {
+            what: BenchCmd::Pager { python, mib, dir },
+        } => {
+            zodbrs::bench::bench_pager(&dir, python.as_deref(), mib.max(2), &mut out)?;
+        }
         Cmd::Bigfile {
             what: BigfileCmd::Cat { at, path, oid },
         } => {
@@ -676,6 +722,39 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 report.bytes,
                 report.transactions
             )?;
+        }
+        Cmd::Demo { what } => {
+            let (path, opts, generate) = match what {
+                DemoCmd::Gen {
+                    worksize,
+                    budget,
+                    path,
+                } => (path, (worksize, budget), true),
+                DemoCmd::Read { budget, path } => (path, (0, budget), false),
+            };
+            let opts = tools::demo::DemoOptions {
+                worksize: opts.0 << 20,
+                budget: opts.1.max(8) << 20,
+            };
+            let fs = Arc::new(FileStorage::open(
+                &path,
+                &filestorage::OpenOptions {
+                    create: generate,
+                    durability: filestorage::Durability::Deferred,
+                    ..if generate {
+                        filestorage::OpenOptions::read_write()
+                    } else {
+                        filestorage::OpenOptions::default()
+                    }
+                },
+            )?);
+            if generate {
+                tools::demo::generate(Arc::clone(&fs), &opts, &mut out)?;
+                fs.sync()?;
+            } else {
+                let oid = tools::demo::root_array(&*fs)?;
+                tools::demo::read(fs, oid, &opts, &mut out)?;
+            }
         }
         Cmd::Zblk {
             what:

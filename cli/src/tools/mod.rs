@@ -5,6 +5,7 @@ pub mod array;
 pub mod bigfile;
 pub mod catobj;
 pub mod copy;
+pub mod demo;
 pub mod fsdump;
 pub mod fsdumpv;
 pub mod fsoids;
