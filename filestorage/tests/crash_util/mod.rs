@@ -32,7 +32,7 @@
 //! Shared by `filestorage/tests/crash.rs` (our engine against the model) and
 //! `tests/tests/fs_crash.rs` (our engine against Python ZODB), which
 //! includes this file with `#[path]`.
-#![allow(dead_code)] // each of the two test crates uses a part of this module
+#![allow(dead_code)] // each test crate that includes it uses a part of this module
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Range;
