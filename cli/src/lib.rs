@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod pyrepr;
 pub mod serve;
+pub mod storage_url;
 pub mod tidrange;
 pub mod tools;
 
@@ -20,6 +21,9 @@ pub enum ToolError {
     /// Reading wendelin.core objects (ZBigFile, ZBigArray, ZBlk) failed.
     #[error(transparent)]
     Wendelin(#[from] zblk::Error),
+    /// Opening a storage URL failed.
+    #[error(transparent)]
+    Open(#[from] crate::storage_url::OpenError),
     /// Copying a storage failed (`copy`, `bench copy`).
     #[error(transparent)]
     Copy(#[from] crate::tools::copy::CopyError),
