@@ -11,9 +11,9 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use filestorage::{BackendKind, DataFile, FileStorage};
-use zodb_core::ReadStorage;
 use zodb_core::pickle::DisFlavor;
 use zodbrs::pyrepr::Flavor;
+use zodbrs::storage_url::{self, Access, StorageUrl, open};
 use zodbrs::tools;
 
 #[derive(Parser)]
@@ -37,8 +37,8 @@ enum Cmd {
         /// Print as Python 2's tools did (no b'' prefixes, no size= on transactions).
         #[arg(long)]
         py2: bool,
-        /// The Data.fs.
-        path: PathBuf,
+        /// The Data.fs (a path or file:// URL).
+        path: String,
     },
     /// Show the last transactions, newest first (ZODB's fstail).
     Fstail {
@@ -48,24 +48,24 @@ enum Cmd {
         /// Print as Python 2's fstail did.
         #[arg(long)]
         py2: bool,
-        /// The Data.fs.
-        path: PathBuf,
+        /// The Data.fs (a path or file:// URL).
+        path: String,
     },
     /// Report references to missing, unloadable or undone objects (ZODB's fsrefs).
     Fsrefs {
         /// Explain objects that fail to load.
         #[arg(short, action = clap::ArgAction::Count)]
         v: u8,
-        /// The Data.fs.
-        path: PathBuf,
+        /// The Data.fs (a path or file:// URL).
+        path: String,
     },
     /// Trace every appearance of oids in a Data.fs (ZODB's fsoids).
     Fsoids {
         /// A file with one oid per line, in addition to OIDS.
         #[arg(short = 'f')]
         file: Option<PathBuf>,
-        /// The Data.fs.
-        path: PathBuf,
+        /// The Data.fs (a path or file:// URL).
+        path: String,
         /// Oids as Python ints: 17, 0x11, ...
         oids: Vec<String>,
     },
@@ -80,8 +80,8 @@ enum Cmd {
         /// Disassemble as Python 2's zodbtools did (byte strings without b'').
         #[arg(long)]
         py2: bool,
-        /// The Data.fs.
-        path: PathBuf,
+        /// The database: PATH, file:// or zeo:// URL.
+        path: String,
         /// `tidmin..tidmax`, both ends optional and inclusive (`zodb help tidrange`).
         tidrange: Option<String>,
     },
@@ -93,16 +93,16 @@ enum Cmd {
         /// Print the data alone, without header (one object only).
         #[arg(long, conflicts_with = "hashonly")]
         raw: bool,
-        /// The Data.fs.
-        path: PathBuf,
+        /// The database: PATH, file:// or zeo:// URL.
+        path: String,
         /// OID (hex), OID@TID or TID:OID: the object as of TID (default: latest).
         #[arg(required = true)]
         xids: Vec<String>,
     },
     /// Print general information about a database (zodbtools' `zodb info`).
     Info {
-        /// The Data.fs.
-        path: PathBuf,
+        /// The database: PATH, file:// or zeo:// URL.
+        path: String,
         /// Parameters to print (name, size, head, last_tid); default: all, with names.
         params: Vec<String>,
     },
@@ -111,8 +111,8 @@ enum Cmd {
         /// Print the per-class table as CSV.
         #[arg(short, long)]
         csv: bool,
-        /// The Data.fs.
-        path: PathBuf,
+        /// The database: PATH, file:// or zeo:// URL.
+        path: String,
         /// `tidmin..tidmax`, both ends optional and inclusive.
         tidrange: Option<String>,
     },
@@ -122,8 +122,8 @@ enum Cmd {
         /// Compare instead of rewriting.
         #[arg(long)]
         check: bool,
-        /// The Data.fs.
-        path: PathBuf,
+        /// The Data.fs (a path or file:// URL).
+        path: String,
     },
     /// Pack: remove history before a time (and unreachable objects), as ZODB's pack.
     Pack {
@@ -136,8 +136,9 @@ enum Cmd {
         /// Keep every object current at the pack time, reachable or not.
         #[arg(long)]
         no_gc: bool,
-        /// The Data.fs (opened read-write: no other writer may hold it).
-        path: PathBuf,
+        /// The database: a Data.fs (opened read-write: no other writer may
+        /// hold it) or zeo://HOST:PORT (the server packs).
+        path: String,
     },
     /// wendelin.core ZBigFiles (`cat`).
     Bigfile {
@@ -162,18 +163,20 @@ enum Cmd {
         /// DST's magic (default: SRC's, so the copy is byte-identical).
         #[arg(long, value_parser = ["FS21", "FS30"])]
         magic: Option<String>,
-        /// The Data.fs to copy (opened read-only).
-        src: PathBuf,
-        /// The new Data.fs.
-        dst: PathBuf,
+        /// The database to copy (opened read-only): PATH, file:// or zeo:// URL.
+        src: String,
+        /// The destination: a new Data.fs (PATH or file://), or an empty
+        /// database served at zeo://.
+        dst: String,
     },
     /// Restore transactions from a `zodbrs dump` on stdin (zodbtools' `zodb restore`).
     Restore {
         /// Magic of PATH if it is created (FS21: a file Python 2 can open).
         #[arg(long, value_parser = ["FS21", "FS30"], default_value = "FS30")]
         magic: String,
-        /// The Data.fs to append to (created if missing).
-        path: PathBuf,
+        /// The database to append to (a Data.fs is created if missing):
+        /// PATH, file:// or zeo:// URL.
+        path: String,
     },
     /// Serve storages to ZEO clients (runzeo's options and configuration file).
     Serve {
@@ -211,8 +214,8 @@ enum Cmd {
         /// Verbosity (repeat for more).
         #[arg(short, action = clap::ArgAction::Count)]
         v: u8,
-        /// The Data.fs.
-        path: PathBuf,
+        /// The database: PATH, file:// or zeo:// URL.
+        path: String,
     },
 }
 
@@ -223,8 +226,8 @@ enum BigfileCmd {
         /// Read as of this transaction (16 hex digits or a time; default: latest).
         #[arg(long)]
         at: Option<String>,
-        /// The Data.fs.
-        path: PathBuf,
+        /// The database: PATH, file:// or zeo:// URL.
+        path: String,
         /// The ZBigFile: 16 hex digits, or a Python int (17, 0x11).
         oid: String,
     },
@@ -237,8 +240,8 @@ enum ArrayCmd {
         /// Read as of this transaction (16 hex digits or a time; default: latest).
         #[arg(long)]
         at: Option<String>,
-        /// The Data.fs.
-        path: PathBuf,
+        /// The database: PATH, file:// or zeo:// URL.
+        path: String,
         /// The ZBigArray: 16 hex digits, or a Python int (17, 0x11).
         oid: String,
     },
@@ -247,8 +250,8 @@ enum ArrayCmd {
         /// Read as of this transaction (16 hex digits or a time; default: latest).
         #[arg(long)]
         at: Option<String>,
-        /// The Data.fs.
-        path: PathBuf,
+        /// The Data.fs (a path or file:// URL).
+        path: String,
         /// The ZBigArray: 16 hex digits, or a Python int (17, 0x11).
         oid: String,
         /// The .npy file to write.
@@ -270,8 +273,8 @@ enum ArrayCmd {
         txn_mib: u64,
         /// The .npy file to read.
         npy: PathBuf,
-        /// The Data.fs (created if missing; opened read-write).
-        path: PathBuf,
+        /// The database (a Data.fs is created if missing): PATH, file:// or zeo:// URL.
+        path: String,
     },
 }
 
@@ -285,8 +288,8 @@ enum ZblkCmd {
         /// Commit every this many MiB of converted blocks.
         #[arg(long, default_value_t = 64)]
         txn_mib: u64,
-        /// The Data.fs (opened read-write).
-        path: PathBuf,
+        /// The database (opened read-write): PATH, file:// or zeo:// URL.
+        path: String,
         /// The ZBigFile or ZBigArray: 16 hex digits, or a Python int (17, 0x11).
         oid: String,
     },
@@ -401,6 +404,21 @@ fn tidrange_arg(
     }
 }
 
+/// A storage URL argument (a path, file:// or zeo://).
+fn parse_url(url: &str) -> anyhow::Result<StorageUrl> {
+    Ok(storage_url::parse(url)?)
+}
+
+/// Opens a storage URL argument.
+fn open_url(url: &str, access: Access) -> anyhow::Result<storage_url::Opened> {
+    Ok(open(&parse_url(url)?, access)?)
+}
+
+/// The Data.fs of a tool that reads the file format itself.
+fn file_only(url: &str, tool: &str) -> anyhow::Result<PathBuf> {
+    Ok(storage_url::file_only(url, tool)?)
+}
+
 /// A `--magic` argument (clap allows only these two).
 fn magic_arg(m: &str) -> filestorage::format::Magic {
     match m {
@@ -427,6 +445,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             py2,
             path,
         } => {
+            let path = file_only(&path, "fsdump")?;
             let file = DataFile::open(&path, BackendKind::Mmap)?;
             tools::fsdumpv::fsdumpv(&file, flavor(py2), &mut out)?;
         }
@@ -435,6 +454,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             py2,
             path,
         } => {
+            let path = file_only(&path, "fsdump")?;
             let mut bar = tools::progress::ByteProgress::new("fsdump");
             let fs = FileStorage::open_with_progress(&path, &Default::default(), &mut |p, s| {
                 bar.at(p, s)
@@ -443,10 +463,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             tools::fsdump::fsdump(&fs, flavor(py2), &mut out, &mut |p| bar.at(p, size))?;
         }
         Cmd::Fstail { n, py2, path } => {
+            let path = file_only(&path, "fstail")?;
             let file = DataFile::open(&path, BackendKind::Mmap)?;
             tools::fstail::fstail(&file, n, flavor(py2), &mut out)?;
         }
         Cmd::Fsrefs { v, path } => {
+            let path = file_only(&path, "fsrefs")?;
             let mut bar = tools::progress::ByteProgress::new("fsrefs");
             let fs = FileStorage::open_with_progress(&path, &Default::default(), &mut |p, s| {
                 bar.at(p, s)
@@ -456,6 +478,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             })?;
         }
         Cmd::Fsoids { file, path, oids } => {
+            let path = file_only(&path, "fsoids")?;
             let mut texts = oids;
             if let Some(f) = file {
                 let list = std::fs::read_to_string(&f)
@@ -482,7 +505,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             tidrange,
         } => {
             let (tidmin, tidmax) = tidrange_arg(tidrange.as_deref())?;
-            let fs = FileStorage::open_read_only(&path)?;
+            let db = open_url(&path, Access::READ)?;
+            let fs = db.read();
             let pretty = if pretty == "zpickledis" {
                 tools::zodbdump::Pretty::ZPickleDis
             } else {
@@ -502,7 +526,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 tidmin,
                 tidmax.unwrap_or_else(|| fs.last_transaction()),
             );
-            tools::zodbdump::zodbdump(&fs, tidmin, tidmax, opts, &mut out, &mut |tid| bar.at(tid))?;
+            tools::zodbdump::zodbdump(fs, tidmin, tidmax, opts, &mut out, &mut |tid| bar.at(tid))?;
         }
         Cmd::Catobj {
             hashonly,
@@ -519,13 +543,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 (true, false) => tools::catobj::CatMode::HashOnly,
                 (false, false) => tools::catobj::CatMode::Dump,
             };
-            let fs = FileStorage::open_read_only(&path)?;
-            tools::catobj::catobj(&fs, &xids, mode, &mut out)?;
+            let db = open_url(&path, Access::READ)?;
+            tools::catobj::catobj(db.read(), &xids, mode, &mut out)?;
         }
         Cmd::Info { path, params } => {
-            let fs = FileStorage::open_read_only(&path)?;
-            let name = tools::info::normpath(&path.to_string_lossy());
-            tools::info::zodbinfo(&fs, &name, &params, &mut out, &mut io::stderr())?;
+            let db = open_url(&path, Access::READ)?;
+            let name = db.info_name();
+            tools::info::zodbinfo(db.sized(), &name, &params, &mut out, &mut io::stderr())?;
         }
         Cmd::Analyze {
             csv,
@@ -533,17 +557,19 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             tidrange,
         } => {
             let (tidmin, tidmax) = tidrange_arg(tidrange.as_deref())?;
-            let fs = FileStorage::open_read_only(&path)?;
+            let db = open_url(&path, Access::READ)?;
+            let fs = db.read();
             let mut bar = tools::progress::TidProgress::new(
                 "analyze",
                 tidmin,
                 tidmax.unwrap_or_else(|| fs.last_transaction()),
             );
-            let report = tools::analyze::analyze(&fs, tidmin, tidmax, &mut |tid| bar.at(tid))?;
+            let report = tools::analyze::analyze(fs, tidmin, tidmax, &mut |tid| bar.at(tid))?;
             drop(bar);
             tools::analyze::report(&report, csv, &mut out)?;
         }
         Cmd::Reindex { check: true, path } => {
+            let path = file_only(&path, "reindex")?;
             let report = tools::reindex::check(&path, &mut out)?;
             if report.mismatches > 0 {
                 out.flush()?;
@@ -551,6 +577,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         }
         Cmd::Reindex { check: false, path } => {
+            let path = file_only(&path, "reindex")?;
             let mut bar = tools::progress::ByteProgress::new("reindex");
             tools::pack::reindex(&path, &mut out, &mut |pos, size| bar.at(pos, size))?;
         }
@@ -565,7 +592,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 (None, Some(t)) => tools::pack::parse_pack_time(&t)?,
                 (None, None) => tools::pack::days_ago(0.0)?,
             };
-            tools::pack::pack(&path, t, !no_gc, &mut out)?;
+            match parse_url(&path)? {
+                StorageUrl::File { path, .. } => {
+                    tools::pack::pack(&path, t, !no_gc, &mut out)?;
+                }
+                url => {
+                    let db = open(&url, Access::write(false))?;
+                    tools::pack::pack_storage(db.write(), &url.to_string(), t, !no_gc, &mut out)?;
+                }
+            }
         }
         Cmd::Bench {
             what:
@@ -599,9 +634,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => {
             let oid = tools::bigfile::parse_oid(&oid)?;
             let at = at_arg(at.as_deref())?;
-            let fs = FileStorage::open_read_only(&path)?;
+            let db = open_url(&path, Access::READ)?;
             let mut bar = None;
-            tools::bigfile::cat(&fs, oid, at, &mut out, &mut |done, total| {
+            tools::bigfile::cat(db.read(), oid, at, &mut out, &mut |done, total| {
                 bar.get_or_insert_with(|| tools::bigfile::ByteProgress::new("cat", total))
                     .at(done)
             })?;
@@ -611,8 +646,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => {
             let oid = tools::bigfile::parse_oid(&oid)?;
             let at = at_arg(at.as_deref())?;
-            let fs = FileStorage::open_read_only(&path)?;
-            tools::array::info(&fs, oid, at, &mut out)?;
+            let db = open_url(&path, Access::READ)?;
+            tools::array::info(db.read(), oid, at, &mut out)?;
         }
         Cmd::Array {
             what:
@@ -625,9 +660,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => {
             let oid = tools::bigfile::parse_oid(&oid)?;
             let at = at_arg(at.as_deref())?;
-            let fs = FileStorage::open_read_only(&path)?;
+            let db = open_url(&path, Access::READ)?;
             let mut bar = None;
-            tools::array::export(&fs, oid, at, &npy, &mut |done, total| {
+            tools::array::export(db.read(), oid, at, &npy, &mut |done, total| {
                 bar.get_or_insert_with(|| tools::bigfile::ByteProgress::new("export", total))
                     .at(done)
             })?;
@@ -651,20 +686,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     .map_err(|e: String| anyhow::anyhow!("--format: {e}"))?,
                 txn_bytes: txn_mib.max(1) << 20,
             };
-            let fs = FileStorage::open(
-                &path,
-                &filestorage::OpenOptions {
-                    durability: filestorage::Durability::Deferred,
-                    ..filestorage::OpenOptions::read_write()
-                },
-            )?;
+            let db = open_url(&path, Access::write(true).bulk())?;
             let mut bar = None;
-            let report = tools::array::import(&fs, &npy, &opts, &mut |done, total| {
+            let report = tools::array::import(db.write(), &npy, &opts, &mut |done, total| {
                 bar.get_or_insert_with(|| tools::bigfile::ByteProgress::new("import", total))
                     .at(done)
             })?;
             drop(bar);
-            fs.sync()?;
+            db.sync()?;
             writeln!(
                 out,
                 "root[{:?}] = ZBigArray {} (ZBigFile {}): {} blocks stored, {} zero blocks left as holes, {} bytes, {} transactions",
@@ -689,13 +718,18 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let oid = tools::bigfile::parse_oid(&oid)?;
             let to = zblk::format::BlockFormat::from_class(zblk::format::FILE_ZODB, &to)
                 .ok_or_else(|| anyhow::anyhow!("--to {to}: not ZBlk0 or ZBlk1"))?;
-            let fs = FileStorage::open(&path, &filestorage::OpenOptions::read_write())?;
+            let db = open_url(&path, Access::write(false))?;
             let mut bar = None;
-            let report =
-                tools::zblk::convert(&fs, oid, to, txn_mib.max(1) << 20, &mut |done, total| {
+            let report = tools::zblk::convert(
+                db.write(),
+                oid,
+                to,
+                txn_mib.max(1) << 20,
+                &mut |done, total| {
                     bar.get_or_insert_with(|| tools::bigfile::ByteProgress::new("convert", total))
                         .at(done)
-                })?;
+                },
+            )?;
             drop(bar);
             writeln!(
                 out,
@@ -740,22 +774,32 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 magic: magic.as_deref().map(magic_arg),
             };
             let mut bar = None;
-            tools::copy::copy_file(&src, &dst, opts, &mut io::stderr(), &mut |tid, last| {
-                bar.get_or_insert_with(|| tools::progress::TidProgress::new("copy", None, last))
-                    .at(tid)
-            })?;
+            tools::copy::copy_url(
+                &parse_url(&src)?,
+                &parse_url(&dst)?,
+                opts,
+                &mut io::stderr(),
+                &mut |tid, last| {
+                    bar.get_or_insert_with(|| tools::progress::TidProgress::new("copy", None, last))
+                        .at(tid)
+                },
+            )?;
         }
         Cmd::Restore { magic, path } => {
-            let opts = filestorage::OpenOptions {
-                new_magic: magic_arg(&magic),
-                durability: filestorage::Durability::Deferred,
-                ..filestorage::OpenOptions::read_write()
-            };
-            let fs = FileStorage::open(&path, &opts)?;
+            let db = open_url(&path, Access::write(true).bulk().magic(magic_arg(&magic)))?;
             let stdin = io::stdin();
             let mut bar = tools::progress::StreamProgress::new("restore", stdin_len());
             let mut input = io::BufReader::with_capacity(1 << 20, stdin.lock());
-            tools::restore::restore(&fs, &mut input, &mut out, &mut |pos| bar.at(pos))?;
+            match db.file() {
+                Some((fs, _)) => {
+                    tools::restore::restore(fs, &mut input, &mut out, &mut |pos| bar.at(pos))?;
+                }
+                None => {
+                    tools::restore::restore_into(db.write(), &mut input, &mut out, &mut |pos| {
+                        bar.at(pos)
+                    })?;
+                }
+            }
         }
         Cmd::Bench {
             what:
@@ -811,6 +855,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             zodbrs::serve::bench::bench_zeo(&opts, &mut out)?;
         }
         Cmd::Fstest { v, path } => {
+            let path = file_only(&path, "fstest")?;
             let file = DataFile::open(&path, BackendKind::Mmap).with_context(|| "fstest")?;
             let mut bar = tools::progress::ByteProgress::new("fstest");
             if let Err(e) =
