@@ -6,6 +6,7 @@ pub mod serve;
 pub mod storage_url;
 pub mod tidrange;
 pub mod tools;
+pub mod zeo_client_bench;
 
 use std::path::Path;
 

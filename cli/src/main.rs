@@ -323,6 +323,30 @@ enum BenchCmd {
         #[arg(long)]
         oids: Option<u64>,
     },
+    /// Our ZEO client against Python's ClientStorage on one running server:
+    /// loadBefore latency and pipelined loads/s, caches off.
+    ZeoClient {
+        /// The server: zeo://HOST:PORT[?storage=NAME] or zeo:///SOCKET.
+        url: String,
+        /// Python with ZEO (e.g. .venv/bin/python), to measure ClientStorage too.
+        #[arg(long)]
+        python: Option<PathBuf>,
+        /// Sequential loads for the latency figure.
+        #[arg(long, default_value_t = 20_000)]
+        loads: usize,
+        /// Seconds of pipelined loading, each side.
+        #[arg(long, default_value_t = 5.0)]
+        seconds: f64,
+        /// Our loads in flight at once.
+        #[arg(long, default_value_t = 128)]
+        window: usize,
+        /// Python threads sharing its ClientStorage.
+        #[arg(long, default_value_t = 16)]
+        py_threads: usize,
+        /// Load oids below this (default: the storage's object count).
+        #[arg(long)]
+        oids: Option<u64>,
+    },
     /// A whole wendelin.core ZBigArray into memory, against wendelin's path in Python.
     Array {
         /// Python with ZODB and numpy, to measure the reference (e.g. .venv/bin/python).
@@ -853,6 +877,29 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 oids,
             };
             zodbrs::serve::bench::bench_zeo(&opts, &mut out)?;
+        }
+        Cmd::Bench {
+            what:
+                BenchCmd::ZeoClient {
+                    url,
+                    python,
+                    loads,
+                    seconds,
+                    window,
+                    py_threads,
+                    oids,
+                },
+        } => {
+            let opts = zodbrs::zeo_client_bench::ZeoClientBenchOptions {
+                url,
+                python,
+                loads,
+                seconds,
+                window,
+                py_threads,
+                oids,
+            };
+            zodbrs::zeo_client_bench::bench_zeo_client(&opts, &mut out)?;
         }
         Cmd::Fstest { v, path } => {
             let path = file_only(&path, "fstest")?;
