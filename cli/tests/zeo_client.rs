@@ -688,3 +688,38 @@ fn pack_over_zeo_asks_the_server() {
         assert_eq!(fs.history(Oid::ROOT, 10).unwrap().len(), 1, "{kind}");
     }
 }
+
+#[test]
+fn network_cut_mid_transaction_commits_nothing() {
+    let db = history_db();
+    for server in servers(Some(&db), &Default::default()) {
+        let kind = format!("{:?}", server.kind());
+        let zeo = client(&server);
+        let last = zeo.server_last_transaction().unwrap();
+        let (root, serial) = zeo.load(Oid::ROOT).unwrap();
+        // Cut before the vote: the server aborts the transaction.
+        let mut txn = zeo.tpc_begin(TxnMeta::default()).unwrap();
+        txn.store(Oid::ROOT, serial, root.clone()).unwrap();
+        zeo.drop_connection();
+        let outcome = txn.vote().and_then(|_| txn.finish());
+        match outcome {
+            Err(StorageError::Backend(e)) => {
+                let e = e.to_string();
+                assert!(e.contains("lost"), "{kind}: {e}");
+            }
+            other => panic!("{kind}: {other:?}"),
+        }
+        // The client reconnects by itself; nothing was committed, and the
+        // same change commits on the new connection.
+        assert_eq!(zeo.server_last_transaction().unwrap(), last, "{kind}");
+        assert!(zeo.connection_count() >= 2, "{kind}");
+        assert_eq!(
+            zeo.load(Oid::ROOT).unwrap(),
+            (root.clone(), serial),
+            "{kind}"
+        );
+        let t = commit(&zeo, Oid::ROOT, serial, root).unwrap();
+        assert!(t > last, "{kind}");
+        assert_eq!(zeo.server_last_transaction().unwrap(), t, "{kind}");
+    }
+}
