@@ -2,7 +2,8 @@
 //! `zodbrs serve`, each serving a database written by real ZODB:
 //!
 //! - `dump`, `analyze`, `catobj`, `info`, `bigfile cat` of `zeo://…` print
-//!   what they print for the served file;
+//!   what they print for the served file, and `dump`/`info` what Python's
+//!   zodbtools prints on a `ClientStorage` of the same server;
 //! - `copy zeo://… out.fs` is the served file byte for byte; `copy FILE
 //!   zeo://…` and `restore zeo://…` write, through the server, the file a
 //!   local copy/restore writes, which Python's zodbtools reads back;
@@ -721,5 +722,50 @@ fn network_cut_mid_transaction_commits_nothing() {
         let t = commit(&zeo, Oid::ROOT, serial, root).unwrap();
         assert!(t > last, "{kind}");
         assert_eq!(zeo.server_last_transaction().unwrap(), t, "{kind}");
+    }
+}
+
+/// zodbtools' `dump` and `info` run by Python on a `ClientStorage`.
+const PY_ZODBTOOLS: &str = r#"
+import sys
+sys.path.insert(0, sys.argv[1])
+import reftool
+reftool.prepare_zodbtools()
+from ZEO.ClientStorage import ClientStorage
+from zodbtools.zodbdump import zodbdump
+from zodbtools.zodbinfo import zodbinfo
+s = ClientStorage(('127.0.0.1', int(sys.argv[2])), read_only=True)
+if sys.argv[3] == 'dump':
+    zodbdump(s, None, None, out=sys.stdout.buffer)
+else:
+    zodbinfo(s, [])
+s.close()
+"#;
+
+#[test]
+fn zodbtools_over_client_storage_prints_what_we_print_over_zeo() {
+    let Some(py) = zodb_it::python() else {
+        return;
+    };
+    let tools = zodb_it::workspace_root().join("tests/py");
+    let db = history_db();
+    for server in servers(Some(&db), &Default::default()) {
+        let kind = format!("{:?}", server.kind());
+        for what in ["dump", "info"] {
+            let theirs = Command::new(&py)
+                .args(["-c", PY_ZODBTOOLS])
+                .arg(&tools)
+                .args([&server.port().to_string(), what])
+                .env("PYTHONDONTWRITEBYTECODE", "1")
+                .output()
+                .unwrap();
+            assert!(
+                theirs.status.success(),
+                "{kind}: Python {what}: {}",
+                String::from_utf8_lossy(&theirs.stderr)
+            );
+            let ours = ok(&[what, &server.url()]);
+            zodb_it::assert_text_eq(&theirs.stdout, &ours, &format!("{kind}: {what}"));
+        }
     }
 }
