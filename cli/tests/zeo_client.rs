@@ -769,3 +769,54 @@ fn zodbtools_over_client_storage_prints_what_we_print_over_zeo() {
         }
     }
 }
+
+#[test]
+fn server_killed_mid_vote_commits_nothing() {
+    let db = history_db();
+    for mut server in servers(Some(&db), &Default::default()) {
+        let kind = format!("{:?}", server.kind());
+        let a = client(&server);
+        let b = std::sync::Arc::new(client(&server));
+        let last = a.server_last_transaction().unwrap();
+        let (root, serial) = a.load(Oid::ROOT).unwrap();
+        // A votes and holds the commit lock (its transaction is written
+        // to the file, not yet committed).
+        let mut ta = a.tpc_begin(TxnMeta::default()).unwrap();
+        ta.store(Oid::ROOT, serial, root.clone()).unwrap();
+        ta.vote().unwrap();
+        // B's vote waits for the lock at the server.
+        let voter = {
+            let (b, root) = (b.clone(), root.clone());
+            std::thread::spawn(move || {
+                let mut tb = b.tpc_begin(TxnMeta::default())?;
+                tb.store(Oid(1), Tid::ZERO, root)?;
+                tb.vote()?;
+                tb.finish()
+            })
+        };
+        std::thread::sleep(Duration::from_millis(500));
+        assert!(!voter.is_finished(), "{kind}: B's vote did not wait");
+        server.kill();
+        assert!(voter.join().unwrap().is_err(), "{kind}: B committed");
+        assert!(ta.finish().is_err(), "{kind}: A committed");
+        server.restart();
+        // Neither transaction is in the database, for the clients
+        // (reconnected) nor in the file. (The server's lastTransaction may
+        // be A's tid: ZODB's FileStorage reports the tid of a voted tail
+        // it cut at open.)
+        let one = FileStorage::open_read_only(&db)
+            .unwrap()
+            .load(Oid(1))
+            .unwrap();
+        assert_eq!(a.load(Oid::ROOT).unwrap(), (root.clone(), serial), "{kind}");
+        assert_eq!(b.load(Oid(1)).unwrap(), one, "{kind}");
+        server.stop();
+        let fs = FileStorage::open_read_only(server.db_path()).unwrap();
+        assert_eq!(fs.last_transaction(), last, "{kind}");
+        assert_eq!(
+            std::fs::read(server.db_path()).unwrap().len(),
+            std::fs::read(&db).unwrap().len(),
+            "{kind}: the voted tail was not cut"
+        );
+    }
+}
