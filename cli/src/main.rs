@@ -157,10 +157,12 @@ enum Cmd {
     },
     /// Copy every transaction into a new FileStorage (ZODB's copyTransactionsFrom).
     Copy {
-        /// Replace DST even if it already holds transactions.
+        /// Replace a DST file even if it already holds transactions; append
+        /// to a DST server's storage that does.
         #[arg(long)]
         force: bool,
-        /// DST's magic (default: SRC's, so the copy is byte-identical).
+        /// DST's magic when DST is a file (default: SRC's, so the copy is
+        /// byte-identical; FS30 for a ZEO source).
         #[arg(long, value_parser = ["FS21", "FS30"])]
         magic: Option<String>,
         /// The database to copy (opened read-only): PATH, file:// or zeo:// URL.
@@ -171,7 +173,7 @@ enum Cmd {
     },
     /// Restore transactions from a `zodbrs dump` on stdin (zodbtools' `zodb restore`).
     Restore {
-        /// Magic of PATH if it is created (FS21: a file Python 2 can open).
+        /// Magic of a Data.fs created here (FS21: a file Python 2 can open).
         #[arg(long, value_parser = ["FS21", "FS30"], default_value = "FS30")]
         magic: String,
         /// The database to append to (a Data.fs is created if missing):
