@@ -3,8 +3,10 @@
 pub mod bench;
 pub mod pyrepr;
 pub mod serve;
+pub mod storage_url;
 pub mod tidrange;
 pub mod tools;
+pub mod zeo_client_bench;
 
 use std::path::Path;
 
@@ -20,6 +22,9 @@ pub enum ToolError {
     /// Reading wendelin.core objects (ZBigFile, ZBigArray, ZBlk) failed.
     #[error(transparent)]
     Wendelin(#[from] zblk::Error),
+    /// Opening a storage URL failed.
+    #[error(transparent)]
+    Open(#[from] crate::storage_url::OpenError),
     /// Copying a storage failed (`copy`, `bench copy`).
     #[error(transparent)]
     Copy(#[from] crate::tools::copy::CopyError),

@@ -7,14 +7,13 @@
 use std::io::{self, BufWriter, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use filestorage::{BackendKind, DataFile, FileStorage};
-use zodb_core::ReadStorage;
 use zodb_core::pickle::DisFlavor;
 use zodbrs::pyrepr::Flavor;
+use zodbrs::storage_url::{self, Access, StorageUrl, open};
 use zodbrs::tools;
 
 #[derive(Parser)]
@@ -38,8 +37,8 @@ enum Cmd {
         /// Print as Python 2's tools did (no b'' prefixes, no size= on transactions).
         #[arg(long)]
         py2: bool,
-        /// The Data.fs.
-        path: PathBuf,
+        /// The Data.fs (a path or file:// URL).
+        path: String,
     },
     /// Show the last transactions, newest first (ZODB's fstail).
     Fstail {
@@ -49,24 +48,24 @@ enum Cmd {
         /// Print as Python 2's fstail did.
         #[arg(long)]
         py2: bool,
-        /// The Data.fs.
-        path: PathBuf,
+        /// The Data.fs (a path or file:// URL).
+        path: String,
     },
     /// Report references to missing, unloadable or undone objects (ZODB's fsrefs).
     Fsrefs {
         /// Explain objects that fail to load.
         #[arg(short, action = clap::ArgAction::Count)]
         v: u8,
-        /// The Data.fs.
-        path: PathBuf,
+        /// The Data.fs (a path or file:// URL).
+        path: String,
     },
     /// Trace every appearance of oids in a Data.fs (ZODB's fsoids).
     Fsoids {
         /// A file with one oid per line, in addition to OIDS.
         #[arg(short = 'f')]
         file: Option<PathBuf>,
-        /// The Data.fs.
-        path: PathBuf,
+        /// The Data.fs (a path or file:// URL).
+        path: String,
         /// Oids as Python ints: 17, 0x11, ...
         oids: Vec<String>,
     },
@@ -81,8 +80,8 @@ enum Cmd {
         /// Disassemble as Python 2's zodbtools did (byte strings without b'').
         #[arg(long)]
         py2: bool,
-        /// The Data.fs.
-        path: PathBuf,
+        /// The database: PATH, file:// or zeo:// URL.
+        path: String,
         /// `tidmin..tidmax`, both ends optional and inclusive (`zodb help tidrange`).
         tidrange: Option<String>,
     },
@@ -94,16 +93,16 @@ enum Cmd {
         /// Print the data alone, without header (one object only).
         #[arg(long, conflicts_with = "hashonly")]
         raw: bool,
-        /// The Data.fs.
-        path: PathBuf,
+        /// The database: PATH, file:// or zeo:// URL.
+        path: String,
         /// OID (hex), OID@TID or TID:OID: the object as of TID (default: latest).
         #[arg(required = true)]
         xids: Vec<String>,
     },
     /// Print general information about a database (zodbtools' `zodb info`).
     Info {
-        /// The Data.fs.
-        path: PathBuf,
+        /// The database: PATH, file:// or zeo:// URL.
+        path: String,
         /// Parameters to print (name, size, head, last_tid); default: all, with names.
         params: Vec<String>,
     },
@@ -112,8 +111,8 @@ enum Cmd {
         /// Print the per-class table as CSV.
         #[arg(short, long)]
         csv: bool,
-        /// The Data.fs.
-        path: PathBuf,
+        /// The database: PATH, file:// or zeo:// URL.
+        path: String,
         /// `tidmin..tidmax`, both ends optional and inclusive.
         tidrange: Option<String>,
     },
@@ -123,8 +122,8 @@ enum Cmd {
         /// Compare instead of rewriting.
         #[arg(long)]
         check: bool,
-        /// The Data.fs.
-        path: PathBuf,
+        /// The Data.fs (a path or file:// URL).
+        path: String,
     },
     /// Pack: remove history before a time (and unreachable objects), as ZODB's pack.
     Pack {
@@ -137,8 +136,9 @@ enum Cmd {
         /// Keep every object current at the pack time, reachable or not.
         #[arg(long)]
         no_gc: bool,
-        /// The Data.fs (opened read-write: no other writer may hold it).
-        path: PathBuf,
+        /// The database: a Data.fs (opened read-write: no other writer may
+        /// hold it) or zeo://HOST:PORT (the server packs).
+        path: String,
     },
     /// wendelin.core ZBigFiles (`cat`).
     Bigfile {
@@ -162,24 +162,28 @@ enum Cmd {
     },
     /// Copy every transaction into a new FileStorage (ZODB's copyTransactionsFrom).
     Copy {
-        /// Replace DST even if it already holds transactions.
+        /// Replace a DST file even if it already holds transactions; append
+        /// to a DST server's storage that does.
         #[arg(long)]
         force: bool,
-        /// DST's magic (default: SRC's, so the copy is byte-identical).
+        /// DST's magic when DST is a file (default: SRC's, so the copy is
+        /// byte-identical; FS30 for a ZEO source).
         #[arg(long, value_parser = ["FS21", "FS30"])]
         magic: Option<String>,
-        /// The Data.fs to copy (opened read-only).
-        src: PathBuf,
-        /// The new Data.fs.
-        dst: PathBuf,
+        /// The database to copy (opened read-only): PATH, file:// or zeo:// URL.
+        src: String,
+        /// The destination: a new Data.fs (PATH or file://), or an empty
+        /// database served at zeo://.
+        dst: String,
     },
     /// Restore transactions from a `zodbrs dump` on stdin (zodbtools' `zodb restore`).
     Restore {
-        /// Magic of PATH if it is created (FS21: a file Python 2 can open).
+        /// Magic of a Data.fs created here (FS21: a file Python 2 can open).
         #[arg(long, value_parser = ["FS21", "FS30"], default_value = "FS30")]
         magic: String,
-        /// The Data.fs to append to (created if missing).
-        path: PathBuf,
+        /// The database to append to (a Data.fs is created if missing):
+        /// PATH, file:// or zeo:// URL.
+        path: String,
     },
     /// Serve storages to ZEO clients (runzeo's options and configuration file).
     Serve {
@@ -217,8 +221,8 @@ enum Cmd {
         /// Verbosity (repeat for more).
         #[arg(short, action = clap::ArgAction::Count)]
         v: u8,
-        /// The Data.fs.
-        path: PathBuf,
+        /// The database: PATH, file:// or zeo:// URL.
+        path: String,
     },
 }
 
@@ -229,8 +233,8 @@ enum BigfileCmd {
         /// Read as of this transaction (16 hex digits or a time; default: latest).
         #[arg(long)]
         at: Option<String>,
-        /// The Data.fs.
-        path: PathBuf,
+        /// The database: PATH, file:// or zeo:// URL.
+        path: String,
         /// The ZBigFile: 16 hex digits, or a Python int (17, 0x11).
         oid: String,
     },
@@ -243,8 +247,8 @@ enum ArrayCmd {
         /// Read as of this transaction (16 hex digits or a time; default: latest).
         #[arg(long)]
         at: Option<String>,
-        /// The Data.fs.
-        path: PathBuf,
+        /// The database: PATH, file:// or zeo:// URL.
+        path: String,
         /// The ZBigArray: 16 hex digits, or a Python int (17, 0x11).
         oid: String,
     },
@@ -253,8 +257,8 @@ enum ArrayCmd {
         /// Read as of this transaction (16 hex digits or a time; default: latest).
         #[arg(long)]
         at: Option<String>,
-        /// The Data.fs.
-        path: PathBuf,
+        /// The Data.fs (a path or file:// URL).
+        path: String,
         /// The ZBigArray: 16 hex digits, or a Python int (17, 0x11).
         oid: String,
         /// The .npy file to write.
@@ -276,8 +280,8 @@ enum ArrayCmd {
         txn_mib: u64,
         /// The .npy file to read.
         npy: PathBuf,
-        /// The Data.fs (created if missing; opened read-write).
-        path: PathBuf,
+        /// The database (a Data.fs is created if missing): PATH, file:// or zeo:// URL.
+        path: String,
     },
 }
 
@@ -291,16 +295,16 @@ enum DemoCmd {
         /// The pager's memory budget in MiB.
         #[arg(long, default_value_t = 512)]
         budget: u64,
-        /// The database (created if missing).
-        path: PathBuf,
+        /// The database: a path or storage URL (a missing file is created).
+        path: String,
     },
     /// Mean and sum of root['signalv'] through one view, with the read throughput.
     Read {
         /// The pager's memory budget in MiB.
         #[arg(long, default_value_t = 512)]
         budget: u64,
-        /// The database.
-        path: PathBuf,
+        /// The database: a path or storage URL.
+        path: String,
     },
 }
 
@@ -314,8 +318,8 @@ enum ZblkCmd {
         /// Commit every this many MiB of converted blocks.
         #[arg(long, default_value_t = 64)]
         txn_mib: u64,
-        /// The Data.fs (opened read-write).
-        path: PathBuf,
+        /// The database (opened read-write): PATH, file:// or zeo:// URL.
+        path: String,
         /// The ZBigFile or ZBigArray: 16 hex digits, or a Python int (17, 0x11).
         oid: String,
     },
@@ -360,6 +364,30 @@ enum BenchCmd {
         /// Scratch directory for the databases.
         #[arg(long, default_value = ".")]
         dir: PathBuf,
+    },
+    /// Our ZEO client against Python's ClientStorage on one running server:
+    /// loadBefore latency and pipelined loads/s, caches off.
+    ZeoClient {
+        /// The server: zeo://HOST:PORT[?storage=NAME] or zeo:///SOCKET.
+        url: String,
+        /// Python with ZEO (e.g. .venv/bin/python), to measure ClientStorage too.
+        #[arg(long)]
+        python: Option<PathBuf>,
+        /// Sequential loads for the latency figure.
+        #[arg(long, default_value_t = 20_000)]
+        loads: usize,
+        /// Seconds of pipelined loading, each side.
+        #[arg(long, default_value_t = 5.0)]
+        seconds: f64,
+        /// Our loads in flight at once.
+        #[arg(long, default_value_t = 128)]
+        window: usize,
+        /// Python threads sharing its ClientStorage.
+        #[arg(long, default_value_t = 16)]
+        py_threads: usize,
+        /// Load oids below this (default: the storage's object count).
+        #[arg(long)]
+        oids: Option<u64>,
     },
     /// A whole wendelin.core ZBigArray into memory, against wendelin's path in Python.
     Array {
@@ -442,6 +470,21 @@ fn tidrange_arg(
     }
 }
 
+/// A storage URL argument (a path, file:// or zeo://).
+fn parse_url(url: &str) -> anyhow::Result<StorageUrl> {
+    Ok(storage_url::parse(url)?)
+}
+
+/// Opens a storage URL argument.
+fn open_url(url: &str, access: Access) -> anyhow::Result<storage_url::Opened> {
+    Ok(open(&parse_url(url)?, access)?)
+}
+
+/// The Data.fs of a tool that reads the file format itself.
+fn file_only(url: &str, tool: &str) -> anyhow::Result<PathBuf> {
+    Ok(storage_url::file_only(url, tool)?)
+}
+
 /// A `--magic` argument (clap allows only these two).
 fn magic_arg(m: &str) -> filestorage::format::Magic {
     match m {
@@ -468,6 +511,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             py2,
             path,
         } => {
+            let path = file_only(&path, "fsdump")?;
             let file = DataFile::open(&path, BackendKind::Mmap)?;
             tools::fsdumpv::fsdumpv(&file, flavor(py2), &mut out)?;
         }
@@ -476,6 +520,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             py2,
             path,
         } => {
+            let path = file_only(&path, "fsdump")?;
             let mut bar = tools::progress::ByteProgress::new("fsdump");
             let fs = FileStorage::open_with_progress(&path, &Default::default(), &mut |p, s| {
                 bar.at(p, s)
@@ -484,10 +529,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             tools::fsdump::fsdump(&fs, flavor(py2), &mut out, &mut |p| bar.at(p, size))?;
         }
         Cmd::Fstail { n, py2, path } => {
+            let path = file_only(&path, "fstail")?;
             let file = DataFile::open(&path, BackendKind::Mmap)?;
             tools::fstail::fstail(&file, n, flavor(py2), &mut out)?;
         }
         Cmd::Fsrefs { v, path } => {
+            let path = file_only(&path, "fsrefs")?;
             let mut bar = tools::progress::ByteProgress::new("fsrefs");
             let fs = FileStorage::open_with_progress(&path, &Default::default(), &mut |p, s| {
                 bar.at(p, s)
@@ -497,6 +544,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             })?;
         }
         Cmd::Fsoids { file, path, oids } => {
+            let path = file_only(&path, "fsoids")?;
             let mut texts = oids;
             if let Some(f) = file {
                 let list = std::fs::read_to_string(&f)
@@ -523,7 +571,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             tidrange,
         } => {
             let (tidmin, tidmax) = tidrange_arg(tidrange.as_deref())?;
-            let fs = FileStorage::open_read_only(&path)?;
+            let db = open_url(&path, Access::READ)?;
+            let fs = db.read();
             let pretty = if pretty == "zpickledis" {
                 tools::zodbdump::Pretty::ZPickleDis
             } else {
@@ -543,7 +592,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 tidmin,
                 tidmax.unwrap_or_else(|| fs.last_transaction()),
             );
-            tools::zodbdump::zodbdump(&fs, tidmin, tidmax, opts, &mut out, &mut |tid| bar.at(tid))?;
+            tools::zodbdump::zodbdump(fs, tidmin, tidmax, opts, &mut out, &mut |tid| bar.at(tid))?;
         }
         Cmd::Catobj {
             hashonly,
@@ -560,13 +609,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 (true, false) => tools::catobj::CatMode::HashOnly,
                 (false, false) => tools::catobj::CatMode::Dump,
             };
-            let fs = FileStorage::open_read_only(&path)?;
-            tools::catobj::catobj(&fs, &xids, mode, &mut out)?;
+            let db = open_url(&path, Access::READ)?;
+            tools::catobj::catobj(db.read(), &xids, mode, &mut out)?;
         }
         Cmd::Info { path, params } => {
-            let fs = FileStorage::open_read_only(&path)?;
-            let name = tools::info::normpath(&path.to_string_lossy());
-            tools::info::zodbinfo(&fs, &name, &params, &mut out, &mut io::stderr())?;
+            let db = open_url(&path, Access::READ)?;
+            let name = db.info_name();
+            tools::info::zodbinfo(db.sized(), &name, &params, &mut out, &mut io::stderr())?;
         }
         Cmd::Analyze {
             csv,
@@ -574,17 +623,19 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             tidrange,
         } => {
             let (tidmin, tidmax) = tidrange_arg(tidrange.as_deref())?;
-            let fs = FileStorage::open_read_only(&path)?;
+            let db = open_url(&path, Access::READ)?;
+            let fs = db.read();
             let mut bar = tools::progress::TidProgress::new(
                 "analyze",
                 tidmin,
                 tidmax.unwrap_or_else(|| fs.last_transaction()),
             );
-            let report = tools::analyze::analyze(&fs, tidmin, tidmax, &mut |tid| bar.at(tid))?;
+            let report = tools::analyze::analyze(fs, tidmin, tidmax, &mut |tid| bar.at(tid))?;
             drop(bar);
             tools::analyze::report(&report, csv, &mut out)?;
         }
         Cmd::Reindex { check: true, path } => {
+            let path = file_only(&path, "reindex")?;
             let report = tools::reindex::check(&path, &mut out)?;
             if report.mismatches > 0 {
                 out.flush()?;
@@ -592,6 +643,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         }
         Cmd::Reindex { check: false, path } => {
+            let path = file_only(&path, "reindex")?;
             let mut bar = tools::progress::ByteProgress::new("reindex");
             tools::pack::reindex(&path, &mut out, &mut |pos, size| bar.at(pos, size))?;
         }
@@ -606,7 +658,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 (None, Some(t)) => tools::pack::parse_pack_time(&t)?,
                 (None, None) => tools::pack::days_ago(0.0)?,
             };
-            tools::pack::pack(&path, t, !no_gc, &mut out)?;
+            match parse_url(&path)? {
+                StorageUrl::File { path, .. } => {
+                    tools::pack::pack(&path, t, !no_gc, &mut out)?;
+                }
+                url => {
+                    let db = open(&url, Access::write(false))?;
+                    tools::pack::pack_storage(db.write(), &url.to_string(), t, !no_gc, &mut out)?;
+                }
+            }
         }
         Cmd::Bench {
             what:
@@ -645,9 +705,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => {
             let oid = tools::bigfile::parse_oid(&oid)?;
             let at = at_arg(at.as_deref())?;
-            let fs = FileStorage::open_read_only(&path)?;
+            let db = open_url(&path, Access::READ)?;
             let mut bar = None;
-            tools::bigfile::cat(&fs, oid, at, &mut out, &mut |done, total| {
+            tools::bigfile::cat(db.read(), oid, at, &mut out, &mut |done, total| {
                 bar.get_or_insert_with(|| tools::bigfile::ByteProgress::new("cat", total))
                     .at(done)
             })?;
@@ -657,8 +717,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => {
             let oid = tools::bigfile::parse_oid(&oid)?;
             let at = at_arg(at.as_deref())?;
-            let fs = FileStorage::open_read_only(&path)?;
-            tools::array::info(&fs, oid, at, &mut out)?;
+            let db = open_url(&path, Access::READ)?;
+            tools::array::info(db.read(), oid, at, &mut out)?;
         }
         Cmd::Array {
             what:
@@ -671,9 +731,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => {
             let oid = tools::bigfile::parse_oid(&oid)?;
             let at = at_arg(at.as_deref())?;
-            let fs = FileStorage::open_read_only(&path)?;
+            let db = open_url(&path, Access::READ)?;
             let mut bar = None;
-            tools::array::export(&fs, oid, at, &npy, &mut |done, total| {
+            tools::array::export(db.read(), oid, at, &npy, &mut |done, total| {
                 bar.get_or_insert_with(|| tools::bigfile::ByteProgress::new("export", total))
                     .at(done)
             })?;
@@ -697,20 +757,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     .map_err(|e: String| anyhow::anyhow!("--format: {e}"))?,
                 txn_bytes: txn_mib.max(1) << 20,
             };
-            let fs = FileStorage::open(
-                &path,
-                &filestorage::OpenOptions {
-                    durability: filestorage::Durability::Deferred,
-                    ..filestorage::OpenOptions::read_write()
-                },
-            )?;
+            let db = open_url(&path, Access::write(true).bulk())?;
             let mut bar = None;
-            let report = tools::array::import(&fs, &npy, &opts, &mut |done, total| {
+            let report = tools::array::import(db.write(), &npy, &opts, &mut |done, total| {
                 bar.get_or_insert_with(|| tools::bigfile::ByteProgress::new("import", total))
                     .at(done)
             })?;
             drop(bar);
-            fs.sync()?;
+            db.sync()?;
             writeln!(
                 out,
                 "root[{:?}] = ZBigArray {} (ZBigFile {}): {} blocks stored, {} zero blocks left as holes, {} bytes, {} transactions",
@@ -736,24 +790,17 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 worksize: opts.0 << 20,
                 budget: opts.1.max(8) << 20,
             };
-            let fs = Arc::new(FileStorage::open(
-                &path,
-                &filestorage::OpenOptions {
-                    create: generate,
-                    durability: filestorage::Durability::Deferred,
-                    ..if generate {
-                        filestorage::OpenOptions::read_write()
-                    } else {
-                        filestorage::OpenOptions::default()
-                    }
-                },
-            )?);
             if generate {
-                tools::demo::generate(Arc::clone(&fs), &opts, &mut out)?;
-                fs.sync()?;
+                // A missing file is created; an existing database is added to.
+                let db = open_url(&path, Access::write(true).bulk())?;
+                tools::demo::generate(db.write_arc(), &opts, &mut out)?;
+                db.sync()?;
             } else {
-                let oid = tools::demo::root_array(&*fs)?;
-                tools::demo::read(fs, oid, &opts, &mut out)?;
+                // Read-only (a ZEO client registers read-only): the demo
+                // only loads, through the write trait the pager needs.
+                let db = open_url(&path, Access::READ)?;
+                let oid = tools::demo::root_array(db.write())?;
+                tools::demo::read(db.write_arc(), oid, &opts, &mut out)?;
             }
         }
         Cmd::Zblk {
@@ -768,13 +815,18 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let oid = tools::bigfile::parse_oid(&oid)?;
             let to = zblk::format::BlockFormat::from_class(zblk::format::FILE_ZODB, &to)
                 .ok_or_else(|| anyhow::anyhow!("--to {to}: not ZBlk0 or ZBlk1"))?;
-            let fs = FileStorage::open(&path, &filestorage::OpenOptions::read_write())?;
+            let db = open_url(&path, Access::write(false))?;
             let mut bar = None;
-            let report =
-                tools::zblk::convert(&fs, oid, to, txn_mib.max(1) << 20, &mut |done, total| {
+            let report = tools::zblk::convert(
+                db.write(),
+                oid,
+                to,
+                txn_mib.max(1) << 20,
+                &mut |done, total| {
                     bar.get_or_insert_with(|| tools::bigfile::ByteProgress::new("convert", total))
                         .at(done)
-                })?;
+                },
+            )?;
             drop(bar);
             writeln!(
                 out,
@@ -819,22 +871,32 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 magic: magic.as_deref().map(magic_arg),
             };
             let mut bar = None;
-            tools::copy::copy_file(&src, &dst, opts, &mut io::stderr(), &mut |tid, last| {
-                bar.get_or_insert_with(|| tools::progress::TidProgress::new("copy", None, last))
-                    .at(tid)
-            })?;
+            tools::copy::copy_url(
+                &parse_url(&src)?,
+                &parse_url(&dst)?,
+                opts,
+                &mut io::stderr(),
+                &mut |tid, last| {
+                    bar.get_or_insert_with(|| tools::progress::TidProgress::new("copy", None, last))
+                        .at(tid)
+                },
+            )?;
         }
         Cmd::Restore { magic, path } => {
-            let opts = filestorage::OpenOptions {
-                new_magic: magic_arg(&magic),
-                durability: filestorage::Durability::Deferred,
-                ..filestorage::OpenOptions::read_write()
-            };
-            let fs = FileStorage::open(&path, &opts)?;
+            let db = open_url(&path, Access::write(true).bulk().magic(magic_arg(&magic)))?;
             let stdin = io::stdin();
             let mut bar = tools::progress::StreamProgress::new("restore", stdin_len());
             let mut input = io::BufReader::with_capacity(1 << 20, stdin.lock());
-            tools::restore::restore(&fs, &mut input, &mut out, &mut |pos| bar.at(pos))?;
+            match db.file() {
+                Some((fs, _)) => {
+                    tools::restore::restore(fs, &mut input, &mut out, &mut |pos| bar.at(pos))?;
+                }
+                None => {
+                    tools::restore::restore_into(db.write(), &mut input, &mut out, &mut |pos| {
+                        bar.at(pos)
+                    })?;
+                }
+            }
         }
         Cmd::Bench {
             what:
@@ -889,7 +951,31 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             zodbrs::serve::bench::bench_zeo(&opts, &mut out)?;
         }
+        Cmd::Bench {
+            what:
+                BenchCmd::ZeoClient {
+                    url,
+                    python,
+                    loads,
+                    seconds,
+                    window,
+                    py_threads,
+                    oids,
+                },
+        } => {
+            let opts = zodbrs::zeo_client_bench::ZeoClientBenchOptions {
+                url,
+                python,
+                loads,
+                seconds,
+                window,
+                py_threads,
+                oids,
+            };
+            zodbrs::zeo_client_bench::bench_zeo_client(&opts, &mut out)?;
+        }
         Cmd::Fstest { v, path } => {
+            let path = file_only(&path, "fstest")?;
             let file = DataFile::open(&path, BackendKind::Mmap).with_context(|| "fstest")?;
             let mut bar = tools::progress::ByteProgress::new("fstest");
             if let Err(e) =

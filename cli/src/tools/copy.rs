@@ -37,6 +37,8 @@ use zodb_core::{ReadStorage, StorageError, Tid, TimeStamp, TxnStatus, WriteStora
 use filestorage::format::Magic;
 use filestorage::{Durability, FileStorage, OpenOptions};
 
+use crate::storage_url::{self, Access, OpenError, StorageUrl};
+
 /// Transactions read ahead of the one being written. Each is held whole
 /// in memory (its records are views of the source's mapping, or owned
 /// buffers for a remote source), so the window stays small.
@@ -61,6 +63,26 @@ pub enum CopyError {
         path: PathBuf,
         /// Its last transaction.
         last: Tid,
+    },
+    /// Opening the source or a ZEO destination failed.
+    #[error(transparent)]
+    Open(#[from] OpenError),
+    /// The destination ZEO server's storage already holds transactions.
+    #[error(
+        "{url}: the server's storage already holds transactions (last {last}); \
+         copy into an empty one, or pass --force to append"
+    )]
+    ServerNotEmpty {
+        /// The destination URL.
+        url: String,
+        /// Its last transaction.
+        last: Tid,
+    },
+    /// Source and destination are the same ZEO storage.
+    #[error("{url}: source and destination are the same storage")]
+    SameStorage {
+        /// The URL.
+        url: String,
     },
     /// Source and destination are the same file.
     #[error("{}: source and destination are the same file", path.display())]
@@ -291,26 +313,98 @@ pub fn copy_file(
     log: &mut dyn Write,
     progress: &mut dyn FnMut(Tid, Tid),
 ) -> Result<CopyReport, CopyError> {
-    let source = FileStorage::open_read_only(src)?;
-    check_destination(src, dst, opts.force)?;
-    let dst_opts = OpenOptions {
-        create: true,
-        new_magic: opts.magic.unwrap_or(source.magic()),
-        durability: Durability::Deferred,
-        ..OpenOptions::read_write()
+    let file = |p: &Path| StorageUrl::File {
+        path: p.to_owned(),
+        read_only: false,
     };
-    let dest = FileStorage::open(dst, &dst_opts)?;
-    let last = source.last_transaction();
-    let report = copy_transactions(&source, &dest, log, &mut |tid| progress(tid, last));
-    // Also after a failure: what was copied is a consistent prefix.
-    let synced = dest.sync();
-    let report = report?;
-    synced?;
-    Ok(report)
+    copy_url(&file(src), &file(dst), opts, log, progress)
+}
+
+/// Copies the storage at `src` into `dst`, each a FileStorage or a ZEO
+/// server (`zodbrs copy SRC DST` in any direction). Into a file, as
+/// [`copy_file`]: created (with the source file's magic, `FS30` for a ZEO
+/// source), or replaced when empty or with [`CopyOptions::force`], synced
+/// once at the end. Into a ZEO server: the server's storage must be empty
+/// unless [`CopyOptions::force`], which appends (a source tid not later
+/// than the server's last is retimed); each transaction is committed with
+/// `tpc_begin(tid, status)` and `restorea`, as ZEO's `copyTransactionsFrom`
+/// through a ClientStorage does, and is durable when the server's
+/// `tpc_finish` answers.
+pub fn copy_url(
+    src: &StorageUrl,
+    dst: &StorageUrl,
+    opts: CopyOptions,
+    log: &mut dyn Write,
+    progress: &mut dyn FnMut(Tid, Tid),
+) -> Result<CopyReport, CopyError> {
+    let source = storage_url::open(src, Access::READ)?;
+    let last = source.read().last_transaction();
+    match dst {
+        StorageUrl::File { path: dst_path, .. } => {
+            if let StorageUrl::File {
+                read_only: true, ..
+            } = dst
+            {
+                return Err(OpenError::ReadOnlyUrl {
+                    url: dst.to_string(),
+                }
+                .into());
+            }
+            let src_path = source.file().map(|(_, p)| p.to_owned());
+            check_destination(src_path.as_deref(), dst_path, opts.force)?;
+            let magic = opts
+                .magic
+                .unwrap_or_else(|| source.file().map_or(Magic::Fs30, |(fs, _)| fs.magic()));
+            let dst_opts = OpenOptions {
+                create: true,
+                new_magic: magic,
+                durability: Durability::Deferred,
+                ..OpenOptions::read_write()
+            };
+            let dest = FileStorage::open(dst_path, &dst_opts)?;
+            let report =
+                copy_transactions(source.read(), &dest, log, &mut |tid| progress(tid, last));
+            // Also after a failure: what was copied is a consistent prefix.
+            let synced = dest.sync();
+            let report = report?;
+            synced?;
+            Ok(report)
+        }
+        StorageUrl::Zeo { .. } => {
+            if let (
+                StorageUrl::Zeo {
+                    address: a,
+                    options: o,
+                },
+                StorageUrl::Zeo {
+                    address: b,
+                    options: p,
+                },
+            ) = (src, dst)
+                && a == b
+                && o.storage == p.storage
+            {
+                return Err(CopyError::SameStorage {
+                    url: dst.to_string(),
+                });
+            }
+            let dest = storage_url::open(dst, Access::write(false))?;
+            let dest_last = dest.read().last_transaction();
+            if dest_last != Tid::ZERO && !opts.force {
+                return Err(CopyError::ServerNotEmpty {
+                    url: dst.to_string(),
+                    last: dest_last,
+                });
+            }
+            copy_into(source.read(), dest.write(), log, &mut |tid| {
+                progress(tid, last)
+            })
+        }
+    }
 }
 
 /// Refuses to copy a file onto itself, or over a database unless forced.
-fn check_destination(src: &Path, dst: &Path, force: bool) -> Result<(), CopyError> {
+fn check_destination(src: Option<&Path>, dst: &Path, force: bool) -> Result<(), CopyError> {
     use std::os::unix::fs::MetadataExt;
     let meta = match std::fs::metadata(dst) {
         Ok(m) => m,
@@ -322,14 +416,16 @@ fn check_destination(src: &Path, dst: &Path, force: bool) -> Result<(), CopyErro
             });
         }
     };
-    let src_meta = std::fs::metadata(src).map_err(|source| CopyError::Io {
-        path: src.to_owned(),
-        source,
-    })?;
-    if (meta.dev(), meta.ino()) == (src_meta.dev(), src_meta.ino()) {
-        return Err(CopyError::SameFile {
-            path: dst.to_owned(),
-        });
+    if let Some(src) = src {
+        let src_meta = std::fs::metadata(src).map_err(|source| CopyError::Io {
+            path: src.to_owned(),
+            source,
+        })?;
+        if (meta.dev(), meta.ino()) == (src_meta.dev(), src_meta.ino()) {
+            return Err(CopyError::SameFile {
+                path: dst.to_owned(),
+            });
+        }
     }
     // A bare magic (or nothing) holds no transaction: nothing to lose.
     if force || meta.len() <= filestorage::format::MAGIC_LEN {

@@ -1,5 +1,6 @@
 //! `zodbrs pack`: ZODB's pack (as `zeopack` or `DB.pack(days=...)` run it)
-//! on a FileStorage, and `zodbrs reindex`: rebuild and write `.index`.
+//! on a FileStorage or through a ZEO server, and `zodbrs reindex`: rebuild
+//! and write `.index`.
 
 use std::io::Write;
 use std::path::Path;
@@ -7,7 +8,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use filestorage::pack::PackOutcome;
 use filestorage::{FileStorage, OpenOptions};
-use zodb_core::{ReadStorage, Tid, TimeStamp};
+use zodb_core::{ReadStorage, Tid, TimeStamp, WriteStorage};
 
 use crate::ToolError;
 
@@ -95,6 +96,27 @@ pub fn pack(
         }
     }
     Ok(outcome)
+}
+
+/// Packs any writable storage to `pack_time` (`zodbrs pack zeo://...`: the
+/// server packs its storage, and this waits until it has), reporting to
+/// `out` under the name `what`. A ZEO server's own configuration decides
+/// garbage collection, so `gc == false` is refused there.
+pub fn pack_storage(
+    stor: &dyn WriteStorage,
+    what: &str,
+    pack_time: Tid,
+    gc: bool,
+    out: &mut dyn Write,
+) -> Result<(), ToolError> {
+    stor.pack(pack_time, gc)?;
+    writeln!(
+        out,
+        "{what}: packed to {} ({})",
+        pack_time,
+        pack_time.timestamp()
+    )?;
+    Ok(())
 }
 
 /// Rebuilds the index of `path` by a full scan and writes `.index`.

@@ -539,6 +539,9 @@ impl ZeoClient {
             })
         };
         let (established, generation) = first?;
+        // Ready before `connect` returns (the supervisor sets it again), so
+        // that `is_connected` and `name` say "connected" at once.
+        shared.set_link(Link::Ready(established.0.clone()));
         runtime.spawn(supervise(shared.clone(), Some(established), generation));
         Ok(ZeoClient {
             shared,
