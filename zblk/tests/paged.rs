@@ -337,3 +337,83 @@ fn snapshots_hold_until_the_next_boundary_and_same_block_conflicts() {
     assert_eq!(a.view::<f64>().unwrap()[[far]], 5.0);
     assert_eq!(a.view::<f64>().unwrap()[[0]], 10.0);
 }
+
+/// Threads fault random ranges of one array (a budget small enough to
+/// evict under them) while another array on the same storage commits;
+/// every value read is what the committed history says at the reader's
+/// snapshot, and after `sync` the readers move to the newest one.
+#[test]
+fn threads_read_one_snapshot_while_another_array_commits() {
+    if !uffd("threads_read_one_snapshot_while_another_array_commits") {
+        return;
+    }
+    const BLOCKS: u64 = 16;
+    let per_block = (BLK / 8) as usize;
+    let n = BLOCKS * BLK / 8;
+    let dir = tempfile::tempdir().unwrap();
+    let (fs, oid) = new_db(dir.path(), n);
+    let small = PagedOptions {
+        pager: Options::with_budget(4 * BLK as usize),
+        ..opts()
+    };
+    let mut a = PagedArray::open(Arc::clone(&fs), oid, small.clone()).unwrap();
+    let mut b = PagedArray::open(Arc::clone(&fs), oid, small).unwrap();
+    // block → [(tid, value)]: every element of the block holds the value.
+    let mut history: Vec<Vec<(zodb_core::Tid, f64)>> = vec![Vec::new(); BLOCKS as usize];
+    let value_at = |h: &Vec<Vec<(zodb_core::Tid, f64)>>, blk: usize, at: zodb_core::Tid| {
+        h[blk]
+            .iter()
+            .rev()
+            .find(|(t, _)| *t <= at)
+            .map_or(0.0, |&(_, v)| v)
+    };
+    let mut rng = Rng(0x57_4E55);
+    for round in 1..=8u64 {
+        let at = a.snapshot();
+        let expected: Vec<f64> = (0..BLOCKS as usize)
+            .map(|blk| value_at(&history, blk, at))
+            .collect();
+        std::thread::scope(|s| {
+            for t in 0..3u64 {
+                let arr = &a;
+                let expected = &expected;
+                s.spawn(move || {
+                    let mut r = Rng(0xABCD ^ (round << 8) ^ t);
+                    for _ in 0..40 {
+                        let blk = r.below(BLOCKS) as usize;
+                        let start = (blk * per_block + r.below(per_block as u64) as usize) as u64;
+                        let len = 1 + r.below(2 * per_block as u64);
+                        let end = (start + len).min(n);
+                        let v = arr.view_major::<f64>(start..end).unwrap();
+                        for (i, x) in v.iter().enumerate() {
+                            let b = (start as usize + i) / per_block;
+                            assert_eq!(*x, expected[b], "round {round}: block {b} at {at}");
+                        }
+                    }
+                });
+            }
+            // Meanwhile another array changes random blocks and commits.
+            for _ in 0..3 {
+                let blk = rng.below(BLOCKS);
+                let v = (round * 100 + blk) as f64;
+                let lo = blk * per_block as u64;
+                b.view_major_mut::<f64>(lo..lo + per_block as u64)
+                    .unwrap()
+                    .array()
+                    .fill(v);
+                let tid = b.commit(TxnMeta::default()).unwrap();
+                history[blk as usize].push((tid, v));
+            }
+        });
+        let now = a.sync().unwrap();
+        assert_eq!(now, fs.last_transaction());
+        let v = a.view::<f64>().unwrap();
+        for blk in 0..BLOCKS as usize {
+            assert_eq!(
+                v[[blk * per_block]],
+                value_at(&history, blk, now),
+                "after sync"
+            );
+        }
+    }
+}
