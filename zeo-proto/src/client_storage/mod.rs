@@ -715,7 +715,7 @@ async fn establish(
             source,
         })?;
     let (rd, wr) = tokio::io::split(stream);
-    let codec = FrameCodec::new(shared.opts.max_frame_length);
+    let codec = FrameCodec::trusting(shared.opts.max_frame_length);
     let mut reader = FramedRead::new(rd, codec);
     let mut writer = FramedWrite::new(wr, codec);
     let conn_err = |source: crate::connection::ConnectionError| ZeoError::Connection {
