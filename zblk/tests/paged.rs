@@ -58,7 +58,22 @@ fn f64s(data: &[u8]) -> Vec<f64> {
 /// format, a resize that uncovers a block written in the same
 /// transaction, an append, a shrink.
 fn script() -> Script {
+    script_for(vec![30_000], Order::C, 1)
+}
+
+/// [`script`] for an array of `shape` (its major axis grown by the
+/// append) in `order`; `rows` is the product of the other dimensions.
+fn script_for(shape: Vec<u64>, order: Order, rows: u64) -> Script {
     let mut rng = Rng(0x5EED_0007);
+    let mut grown = shape.clone();
+    let major = if order == Order::C {
+        0
+    } else {
+        shape.len() - 1
+    };
+    grown[major] = 40_000 / rows;
+    let mut shrunk = shape.clone();
+    shrunk[major] = 10_000 / rows;
     let key = "a".to_string();
     let w = |offset: u64, data: Vec<u8>| Op::Write {
         key: key.clone(),
@@ -69,9 +84,9 @@ fn script() -> Script {
         txns: vec![
             vec![Op::Create {
                 key: key.clone(),
-                shape: vec![30_000],
+                shape,
                 descr: "'<f8'".into(),
-                order: Order::C,
+                order,
                 blksize: BLK,
             }],
             vec![
@@ -91,17 +106,17 @@ fn script() -> Script {
                 Op::Format(WriteFormat::ZBlk0),
                 Op::Resize {
                     key: key.clone(),
-                    shape: vec![40_000],
+                    shape: grown,
                 },
                 w(300_000, bytes(&mut rng, 16)),
             ],
             vec![Op::Append {
                 key: key.clone(),
-                data: bytes(&mut rng, 8_000),
+                data: bytes(&mut rng, 8 * 1_000 * rows as usize),
             }],
             vec![Op::Resize {
                 key: key.clone(),
-                shape: vec![10_000],
+                shape: shrunk,
             }],
         ],
         protocol: None,
