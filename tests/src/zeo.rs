@@ -43,6 +43,10 @@ pub struct ServerOptions {
     pub unix_socket: bool,
     /// Serve read-only.
     pub read_only: bool,
+    /// Keep blobs: the FileStorage inside a `<blobstorage 1>` section whose
+    /// `blob-dir` is `blobs` in the server's directory
+    /// ([`ZeoServer::blob_dir`]).
+    pub blobs: bool,
 }
 
 /// A running (or stopped) ZEO server with its own copy of a database.
@@ -100,10 +104,18 @@ impl ZeoServer {
             zeo.push_str(&format!("  invalidation-queue-size {n}\n"));
         }
         zeo.push_str("</zeo>\n");
-        zeo.push_str(&format!(
-            "<filestorage 1>\n  path {}\n</filestorage>\n",
-            path.display()
-        ));
+        if opts.blobs {
+            zeo.push_str(&format!(
+                "<blobstorage 1>\n  blob-dir {}\n  <filestorage>\n    path {}\n  </filestorage>\n</blobstorage>\n",
+                dir.path().join("blobs").display(),
+                path.display()
+            ));
+        } else {
+            zeo.push_str(&format!(
+                "<filestorage 1>\n  path {}\n</filestorage>\n",
+                path.display()
+            ));
+        }
         std::fs::write(&conf, zeo).expect("write zeo.conf");
         let mut server = ZeoServer {
             kind,
@@ -255,6 +267,11 @@ impl ZeoServer {
     /// read-only).
     pub fn db_path(&self) -> &Path {
         &self.db
+    }
+
+    /// The server's blob directory (with [`ServerOptions::blobs`]).
+    pub fn blob_dir(&self) -> PathBuf {
+        self.dir.path().join("blobs")
     }
 
     /// The server's directory (configuration, logs, database).
