@@ -22,7 +22,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use zeo_proto::client_storage::{Address, ClientOptions, ZeoClient};
 use zodb_core::{Oid, ReadStorage, StorageError, Tid, TxnMeta, WriteStorage};
-use zodb_it::zeo::{ServerKind, ServerOptions, ZeoServer};
+use zodb_it::zeo::{Cut, CutProxy, ServerKind, ServerOptions, ZeoServer};
 
 fn zodbrs_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_zodbrs"))
@@ -40,8 +40,12 @@ fn blob_servers() -> Vec<ZeoServer> {
 }
 
 fn client(server: &ZeoServer, blob_dir: Option<&Path>) -> ZeoClient {
+    client_at(server.port(), blob_dir)
+}
+
+fn client_at(port: u16, blob_dir: Option<&Path>) -> ZeoClient {
     ZeoClient::connect(
-        Address::tcp("127.0.0.1", server.port()),
+        Address::tcp("127.0.0.1", port),
         ClientOptions {
             wait_timeout: Duration::from_secs(10),
             min_backoff: Duration::from_millis(20),
@@ -171,6 +175,38 @@ fn blobs_round_trip_through_our_client() {
                 "{kind}: temporary files left"
             );
         }
+    }
+}
+
+#[test]
+fn a_download_cut_midway_leaves_no_partial_file() {
+    for server in blob_servers() {
+        let kind = format!("{:?}", server.kind());
+        let cache_a = tempfile::tempdir().unwrap();
+        let a = client(&server, Some(cache_a.path()));
+        let oid = a.new_oids(1).unwrap()[0];
+        let big = content(3 * 1024 * 1024, 6);
+        let t = commit_blob(&a, oid, Tid::ZERO, &Bytes::from_static(b"r"), &big);
+        // B's connection is cut after 1 MiB from the server: a third of
+        // the way through the blob's chunks.
+        let proxy = CutProxy::start(server.port(), Cut::ServerBytes(1 << 20));
+        let cache_b = tempfile::tempdir().unwrap();
+        let b = client_at(proxy.port(), Some(cache_b.path()));
+        let e = b.load_blob(oid, t).unwrap_err();
+        assert!(proxy.fired(), "{kind}");
+        assert!(
+            matches!(&e, StorageError::Backend(inner) if inner.to_string().contains("lost")),
+            "{kind}: {e}"
+        );
+        assert_eq!(
+            files_ending(cache_b.path(), &[".dl", ".blob"]),
+            Vec::<PathBuf>::new(),
+            "{kind}: part of a blob left in the cache"
+        );
+        // Reconnected, the same call downloads the whole blob.
+        let got = b.load_blob(oid, t).unwrap();
+        assert!(std::fs::read(got).unwrap() == big, "{kind}");
+        assert!(b.connection_count() >= 2, "{kind}");
     }
 }
 
