@@ -211,6 +211,59 @@ fn a_download_cut_midway_leaves_no_partial_file() {
 }
 
 #[test]
+fn concurrent_loads_and_msgpack() {
+    let opts = ServerOptions {
+        blobs: true,
+        msgpack: true,
+        ..ServerOptions::default()
+    };
+    for server in [ServerKind::RunZeo, ServerKind::Zodbrs(zodbrs_bin())]
+        .into_iter()
+        .filter_map(|k| ZeoServer::start(k, None, &opts))
+    {
+        let kind = format!("{:?} (msgpack)", server.kind());
+        let cache_a = tempfile::tempdir().unwrap();
+        let a = client(&server, Some(cache_a.path()));
+        assert_eq!(
+            a.encoding(),
+            Some(zeo_proto::encoding::Encoding::Msgpack),
+            "{kind}"
+        );
+        let oids = a.new_oids(3).unwrap();
+        let blobs: Vec<Vec<u8>> = (0..3)
+            .map(|i| content(300_000 + i, 10 + i as u64))
+            .collect();
+        let tids: Vec<Tid> = oids
+            .iter()
+            .zip(&blobs)
+            .map(|(&oid, blob)| commit_blob(&a, oid, Tid::ZERO, &Bytes::from_static(b"r"), blob))
+            .collect();
+        // Eight threads of one fresh client load the three blobs at once:
+        // each gets the whole file, downloaded once under the oid's lock.
+        let cache_b = tempfile::tempdir().unwrap();
+        let b = client(&server, Some(cache_b.path()));
+        std::thread::scope(|s| {
+            for n in 0..8 {
+                let (b, oids, tids, blobs, kind) = (&b, &oids, &tids, &blobs, &kind);
+                s.spawn(move || {
+                    for i in 0..3 {
+                        let i = (i + n) % 3;
+                        let path = b.load_blob(oids[i], tids[i]).unwrap();
+                        assert!(std::fs::read(path).unwrap() == blobs[i], "{kind}");
+                    }
+                });
+            }
+        });
+        assert_eq!(files_ending(cache_b.path(), &[".blob"]).len(), 3, "{kind}");
+        assert_eq!(
+            files_ending(cache_b.path(), &[".dl"]),
+            Vec::<PathBuf>::new(),
+            "{kind}"
+        );
+    }
+}
+
+#[test]
 fn aborted_blob_transactions_commit_nothing_and_leave_no_files() {
     for server in blob_servers() {
         let kind = format!("{:?}", server.kind());
