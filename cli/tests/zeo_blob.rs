@@ -86,6 +86,7 @@ fn files_ending(dir: &Path, suffixes: &[&str]) -> Vec<PathBuf> {
             out.push(p);
         }
     }
+    out.sort();
     out
 }
 
@@ -381,12 +382,20 @@ conn.close()
 db.close()
 "#;
 
-fn python_blobs(py: &Path, server: &ZeoServer, mode: &str, path: &Path) -> Vec<String> {
-    let cache = tempfile::tempdir().unwrap();
+/// Runs [`PY_BLOBS`] with `cache` as Python's blob cache (a fresh one if
+/// `None`).
+fn python_blobs(
+    py: &Path,
+    server: &ZeoServer,
+    cache: Option<&Path>,
+    mode: &str,
+    path: &Path,
+) -> Vec<String> {
+    let fresh = tempfile::tempdir().unwrap();
     let out = Command::new(py)
         .args(["-c", PY_BLOBS])
         .arg(server.port().to_string())
-        .arg(cache.path())
+        .arg(cache.unwrap_or(fresh.path()))
         .arg(mode)
         .arg(path)
         .env("PYTHONDONTWRITEBYTECODE", "1")
@@ -416,7 +425,7 @@ fn python_client_storage_and_ours_read_each_others_blobs() {
         let theirs = content(2 * 1024 * 1024 + 777, 4);
         let src = work.path().join("theirs.bin");
         std::fs::write(&src, &theirs).unwrap();
-        let answer = python_blobs(&py, &server, "write", &src);
+        let answer = python_blobs(&py, &server, None, "write", &src);
         let oid: Oid = answer[0].parse().unwrap();
         let serial: Tid = answer[1].parse().unwrap();
         let cache = tempfile::tempdir().unwrap();
@@ -434,11 +443,19 @@ fn python_client_storage_and_ours_read_each_others_blobs() {
         let ours = content(3 * 1024 * 1024 + 1, 5);
         let t = commit_blob(&zeo, oid, serial, &record, &ours);
         let out = work.path().join("ours.bin");
-        let answer = python_blobs(&py, &server, "read", &out);
+        let answer = python_blobs(&py, &server, None, "read", &out);
         assert_eq!(answer[0].parse::<Tid>().unwrap(), t, "{kind}");
         assert!(
             std::fs::read(&out).unwrap() == ours,
             "{kind}: Python read our blob different"
         );
+        // Python's ClientStorage on our blob cache finds the blob we
+        // committed where its zeocache layout puts it: it reads it without
+        // downloading another copy.
+        let before = files_ending(cache.path(), &[".blob"]);
+        let out2 = work.path().join("shared.bin");
+        python_blobs(&py, &server, Some(cache.path()), "read", &out2);
+        assert!(std::fs::read(&out2).unwrap() == ours, "{kind}");
+        assert_eq!(files_ending(cache.path(), &[".blob"]), before, "{kind}");
     }
 }
