@@ -46,7 +46,7 @@
 //!   server aborts it); one cut during `tpc_finish` reports
 //!   [`ZeoError::FinishOutcomeUnknown`]. None is retried on the new
 //!   connection: the caller decides.
-//! - **Blobs** ([`blob`]): with [`ClientOptions::blob_dir`], blobs are
+//! - **Blobs** (module `blob`): with [`ClientOptions::blob_dir`], blobs are
 //!   downloaded (`sendBlob`) into a local cache in ZEO's `zeocache` layout
 //!   and uploaded in 59000-byte chunks (`storeBlobStart/Chunk/End`), as
 //!   ClientStorage with a non-shared blob directory does.

@@ -107,7 +107,7 @@ impl ReadStorage for ZeoClient {
     }
 
     /// ClientStorage's `loadBlob`: from the blob cache, downloading it
-    /// with `sendBlob` first if need be (see [`super::blob`]).
+    /// with `sendBlob` first if need be (module `blob`).
     fn load_blob(&self, oid: Oid, serial: Tid) -> Result<std::path::PathBuf> {
         self.shared().load_blob(oid, serial)
     }

@@ -382,7 +382,7 @@ impl TpcTxn for ZeoTxn<'_> {
 
     /// ClientStorage's `storeBlob`: takes the file into the blob cache's
     /// `tmp`, sends `storea`, then the file with `storeBlobStart`,
-    /// `storeBlobChunk`… and `storeBlobEnd` (see [`super::blob`]).
+    /// `storeBlobChunk`… and `storeBlobEnd` (module `blob`).
     fn store_blob(
         &mut self,
         oid: Oid,
