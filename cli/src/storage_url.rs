@@ -19,14 +19,16 @@
 //!   of the client's object cache), `wait` / `wait_for_server_on_startup`
 //!   (wait for a server that is not up yet), `wait_timeout` (seconds),
 //!   `min_disconnect_poll` / `max_disconnect_poll` (reconnection backoff,
-//!   seconds), `name`, `client_label`. `client`, `var` and
+//!   seconds), `name`, `client_label`, `blob_dir` (the client's blob cache
+//!   directory; without it blobs are unsupported; `shared_blob_dir` may
+//!   only be false). `client`, `var` and
 //!   `drop_cache_rather_verify` (ClientStorage's persistent cache, which
 //!   this client does not keep) and `debug` are accepted and ignored.
 //! - Both: the `ZODB.DB` keys zodburi passes to the database, not to the
 //!   storage (`database_name`, `connection_cache_size`, ...), are accepted
 //!   and ignored: zodbrs opens storages, not databases.
 //!
-//! Anything else (blobs, `demostorage`, ZEO 4 authentication, an unknown
+//! Anything else (`blob_cache_size`, `demostorage`, ZEO 4 authentication, an unknown
 //! key) is an error naming the key, so a URL never silently means less
 //! than it says.
 //!
@@ -477,12 +479,24 @@ impl FromStr for StorageUrl {
                             boolean(k, v).map_err(err)?;
                         }
                         k if DB_KEYS.contains(&k) => {}
-                        "blob_dir"
-                        | "shared_blob_dir"
-                        | "blob_cache_size"
-                        | "blob_cache_size_check" => {
+                        "blob_dir" => {
+                            if v.is_empty() {
+                                return Err(err("blob_dir: empty path".into()));
+                            }
+                            options.blob_dir = Some(PathBuf::from(v));
+                        }
+                        "shared_blob_dir" => {
+                            if boolean(k, v).map_err(err)? {
+                                return Err(err(format!(
+                                    "{k}={v}: a blob directory shared with the server is not \
+                                     supported (the client downloads blobs into blob_dir)"
+                                )));
+                            }
+                        }
+                        "blob_cache_size" | "blob_cache_size_check" => {
                             return Err(err(format!(
-                                "{k}: blobs are not supported by the zodbrs ZEO client"
+                                "{k}: not supported (the zodbrs ZEO client does not prune its \
+                                 blob cache)"
                             )));
                         }
                         "read_only_fallback" | "demostorage" | "username" | "password"
@@ -731,6 +745,9 @@ mod tests {
         assert_eq!(zeo("zeo://h:1?cache_size=0").1.cache_size, 0);
         assert_eq!(zeo("zeo://h:1?cache_size=4kb").1.cache_size, 4096);
         assert!(!zeo("zeo://h:1?read_only=").1.read_only);
+        let o = zeo("zeo://h:1?blob_dir=/var/cache/b%20c&shared_blob_dir=false").1;
+        assert_eq!(o.blob_dir, Some(PathBuf::from("/var/cache/b c")));
+        assert_eq!(zeo("zeo://h:1").1.blob_dir, None);
     }
 
     #[test]
@@ -753,7 +770,15 @@ mod tests {
             ("zeo://h:1?wait_timeout=-1", "wait_timeout=-1"),
             ("zeo://h:1?storage=", "storage: empty name"),
             ("zeo://h:1?sotrage=1", "unknown key \"sotrage\""),
-            ("zeo://h:1?blob_dir=/b", "blob_dir: blobs are not supported"),
+            ("zeo://h:1?blob_dir=", "blob_dir: empty path"),
+            (
+                "zeo://h:1?shared_blob_dir=1",
+                "shared_blob_dir=1: a blob directory shared",
+            ),
+            (
+                "zeo://h:1?blob_cache_size=1mb",
+                "blob_cache_size: not supported",
+            ),
             ("zeo://h:1?read_only=1&read_only=0", "given twice"),
             ("zeo://h:1?name=%zz", "'%' not followed"),
             ("zeo://u@h:1", "user names"),

@@ -6,6 +6,8 @@
 //! reduced to what carries information: `loadBefore` is the primitive (a
 //! snapshot read), the others are conveniences with ZODB's exact semantics.
 
+use std::path::{Path, PathBuf};
+
 use bytes::Bytes;
 
 use crate::notify::CommitWatch;
@@ -86,6 +88,25 @@ pub enum StorageError {
         /// The length given.
         len: usize,
     },
+    /// No blob file for this revision of the object: the revision has no
+    /// blob, or it is gone (ZODB's `POSKeyError("No blob file", oid,
+    /// serial)`).
+    #[error("oid {oid}: no blob file for revision {serial}")]
+    NoBlob {
+        /// The object.
+        oid: Oid,
+        /// The revision asked for.
+        serial: Tid,
+    },
+    /// The storage keeps no blobs (no blob directory configured, or a
+    /// server whose storage does not offer them): ZODB's `Unsupported`.
+    #[error("{storage}: blobs are not supported ({reason})")]
+    BlobsUnsupported {
+        /// The storage's name.
+        storage: String,
+        /// Why, and what to configure.
+        reason: String,
+    },
     /// An I/O error with no better context.
     #[error(transparent)]
     Io(#[from] std::io::Error),
@@ -102,6 +123,7 @@ impl StorageError {
             StorageError::NoSuchObject { .. }
                 | StorageError::NoData { .. }
                 | StorageError::NoSuchRevision { .. }
+                | StorageError::NoBlob { .. }
         )
     }
 }
@@ -193,6 +215,48 @@ pub trait ReadStorage: Send + Sync {
             None => Err(StorageError::NoSuchObject { oid }),
         }
     }
+
+    // Blobs (ZODB's `IBlobStorage`): a storage with a blob directory
+    // overrides these; the defaults say blobs are unsupported, as ZODB
+    // storages without one do.
+
+    /// Whether [`ReadStorage::load_blob`] and [`TpcTxn::store_blob`] can
+    /// work (ZODB: the storage provides `IBlobStorage`).
+    fn supports_blobs(&self) -> bool {
+        false
+    }
+
+    /// The path of a local file holding the blob of `oid` written by
+    /// transaction `serial` (ZODB's `loadBlob`). The file is committed
+    /// data: never write to it, and copy it rather than move it. Fails
+    /// with [`StorageError::NoBlob`] when that revision has no blob.
+    fn load_blob(&self, oid: Oid, serial: Tid) -> Result<PathBuf> {
+        let _ = (oid, serial);
+        Err(self.blobs_unsupported())
+    }
+
+    /// The blob of `oid` at `serial`, opened for reading (ZODB's
+    /// `openCommittedBlobFile`): a storage that caches blobs keeps the file
+    /// at least until it is open.
+    fn open_committed_blob(&self, oid: Oid, serial: Tid) -> Result<std::fs::File> {
+        let path = self.load_blob(oid, serial)?;
+        Ok(std::fs::File::open(path)?)
+    }
+
+    /// A directory for uncommitted blob files on the blob directory's file
+    /// system, so that [`TpcTxn::store_blob`] can take them with a rename
+    /// (ZODB's `temporaryDirectory`).
+    fn temporary_directory(&self) -> Result<PathBuf> {
+        Err(self.blobs_unsupported())
+    }
+
+    /// The error the blob methods of a storage without blobs return.
+    fn blobs_unsupported(&self) -> StorageError {
+        StorageError::BlobsUnsupported {
+            storage: self.name(),
+            reason: "no blob directory".to_owned(),
+        }
+    }
 }
 
 /// Resolves a write conflict without the application: ZODB's
@@ -243,6 +307,21 @@ pub trait TpcTxn: Send {
     /// transaction whose record holds the same data, so a back pointer can
     /// be written instead (ZODB's `restore`).
     fn restore(&mut self, oid: Oid, data: Option<Bytes>, prev_txn: Option<Tid>) -> Result<()>;
+
+    /// Stores a new revision of `oid` whose blob is the file `blob`
+    /// (ZODB's `storeBlob(oid, oldserial, data, blobfilename, '', txn)`):
+    /// `data` is the object's record, as for [`TpcTxn::store`]. The
+    /// storage takes ownership of the file: it is renamed (or copied and
+    /// removed) now or at commit, and the caller must not use it again.
+    /// Storages without blobs refuse with [`StorageError::BlobsUnsupported`]
+    /// and leave the file alone.
+    fn store_blob(&mut self, oid: Oid, old_serial: Tid, data: Bytes, blob: &Path) -> Result<()> {
+        let _ = (oid, old_serial, data, blob);
+        Err(StorageError::BlobsUnsupported {
+            storage: "this storage".to_owned(),
+            reason: "no blob directory".to_owned(),
+        })
+    }
 
     /// Undoes transaction `tid` inside this one, returning the oids it
     /// changes (ZODB's `undo`).

@@ -43,6 +43,10 @@ pub struct ServerOptions {
     pub unix_socket: bool,
     /// Serve read-only.
     pub read_only: bool,
+    /// Keep blobs: the FileStorage inside a `<blobstorage 1>` section whose
+    /// `blob-dir` is `blobs` in the server's directory
+    /// ([`ZeoServer::blob_dir`]).
+    pub blobs: bool,
 }
 
 /// A running (or stopped) ZEO server with its own copy of a database.
@@ -100,10 +104,18 @@ impl ZeoServer {
             zeo.push_str(&format!("  invalidation-queue-size {n}\n"));
         }
         zeo.push_str("</zeo>\n");
-        zeo.push_str(&format!(
-            "<filestorage 1>\n  path {}\n</filestorage>\n",
-            path.display()
-        ));
+        if opts.blobs {
+            zeo.push_str(&format!(
+                "<blobstorage 1>\n  blob-dir {}\n  <filestorage>\n    path {}\n  </filestorage>\n</blobstorage>\n",
+                dir.path().join("blobs").display(),
+                path.display()
+            ));
+        } else {
+            zeo.push_str(&format!(
+                "<filestorage 1>\n  path {}\n</filestorage>\n",
+                path.display()
+            ));
+        }
         std::fs::write(&conf, zeo).expect("write zeo.conf");
         let mut server = ZeoServer {
             kind,
@@ -257,6 +269,11 @@ impl ZeoServer {
         &self.db
     }
 
+    /// The server's blob directory (with [`ServerOptions::blobs`]).
+    pub fn blob_dir(&self) -> PathBuf {
+        self.dir.path().join("blobs")
+    }
+
     /// The server's directory (configuration, logs, database).
     pub fn dir(&self) -> &Path {
         self.dir.path()
@@ -282,5 +299,169 @@ impl ZeoServer {
 impl Drop for ZeoServer {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// Where a [`CutProxy`] cuts the first connection through it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cut {
+    /// At the client's first `tpc_finish` frame, after forwarding it: the
+    /// server has the request, the client never gets the reply.
+    FinishAfterForwarding,
+    /// At the client's first `tpc_finish` frame, without forwarding it.
+    FinishInstead,
+    /// Once this many bytes went from the server to the client (after the
+    /// handshake and registration, say mid-way through a blob download).
+    ServerBytes(u64),
+}
+
+/// A TCP proxy to a server's port that cuts the first connection through
+/// it, deterministically, at the place [`Cut`] names (both directions at
+/// once, before any byte past that place is forwarded); later connections
+/// (the client's reconnections) pass through untouched.
+#[derive(Debug)]
+pub struct CutProxy {
+    port: u16,
+    fired: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl CutProxy {
+    /// Listens on a free loopback port, forwarding to `target`.
+    ///
+    /// # Panics
+    /// When no loopback port can be bound.
+    pub fn start(target: u16, cut: Cut) -> CutProxy {
+        use std::sync::Arc;
+        use std::sync::atomic::AtomicBool;
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
+        let port = listener.local_addr().expect("local address").port();
+        let fired = Arc::new(AtomicBool::new(false));
+        let armed = Arc::new(AtomicBool::new(true));
+        let fired2 = fired.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { return };
+                let Ok(server) = TcpStream::connect(("127.0.0.1", target)) else {
+                    continue;
+                };
+                // Only the first connection is cut.
+                let this = armed.swap(false, std::sync::atomic::Ordering::SeqCst);
+                let cut_now = Arc::new(AtomicBool::new(false));
+                let (Ok(c2), Ok(s2)) = (client.try_clone(), server.try_clone()) else {
+                    continue;
+                };
+                let link = Link {
+                    cut: this.then_some(cut),
+                    cut_now,
+                    fired: fired2.clone(),
+                };
+                let link2 = link.clone();
+                std::thread::spawn(move || link2.server_to_client(s2, c2));
+                std::thread::spawn(move || link.client_to_server(client, server));
+            }
+        });
+        CutProxy { port, fired }
+    }
+
+    /// The port clients connect to.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Whether the cut happened.
+    pub fn fired(&self) -> bool {
+        self.fired.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// One proxied connection.
+#[derive(Debug, Clone)]
+struct Link {
+    cut: Option<Cut>,
+    /// Set before the triggering bytes move on, so that nothing after
+    /// them is forwarded in either direction.
+    cut_now: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    fired: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Link {
+    fn fire(&self) {
+        use std::sync::atomic::Ordering::SeqCst;
+        self.cut_now.store(true, SeqCst);
+        self.fired.store(true, SeqCst);
+    }
+
+    fn is_cut(&self) -> bool {
+        self.cut_now.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn server_to_client(&self, mut from: TcpStream, mut to: TcpStream) {
+        use std::io::Write;
+        let mut buf = vec![0u8; 1 << 16];
+        let mut passed = 0u64;
+        loop {
+            let n = match from.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            let mut chunk = buf.get(..n).unwrap_or_default();
+            if let Some(Cut::ServerBytes(limit)) = self.cut
+                && passed + chunk.len() as u64 >= limit
+            {
+                let keep = usize::try_from(limit - passed).unwrap_or(usize::MAX);
+                chunk = chunk.get(..keep).unwrap_or(chunk);
+                let _ = to.write_all(chunk);
+                self.fire();
+                break;
+            }
+            if self.is_cut() || to.write_all(chunk).is_err() {
+                break;
+            }
+            passed += chunk.len() as u64;
+        }
+        let _ = to.shutdown(std::net::Shutdown::Both);
+        let _ = from.shutdown(std::net::Shutdown::Both);
+    }
+
+    /// Forwards frame by frame (4-byte big-endian length and payload),
+    /// looking for the method name `tpc_finish`.
+    fn client_to_server(&self, mut from: TcpStream, mut to: TcpStream) {
+        use std::io::Write;
+        loop {
+            let mut len = [0u8; 4];
+            if from.read_exact(&mut len).is_err() {
+                break;
+            }
+            let Ok(size) = usize::try_from(u32::from_be_bytes(len)) else {
+                break;
+            };
+            let mut payload = vec![0u8; size];
+            if from.read_exact(&mut payload).is_err() || self.is_cut() {
+                break;
+            }
+            let finish = payload.windows(10).any(|w| w == b"tpc_finish");
+            match self.cut {
+                Some(Cut::FinishAfterForwarding) if finish => {
+                    self.fire();
+                    let _ = to.write_all(&len);
+                    let _ = to.write_all(&payload);
+                    let _ = to.flush();
+                    // Let the server read the request before it sees the
+                    // end of the stream.
+                    std::thread::sleep(Duration::from_millis(200));
+                    break;
+                }
+                Some(Cut::FinishInstead) if finish => {
+                    self.fire();
+                    break;
+                }
+                _ => {}
+            }
+            if to.write_all(&len).is_err() || to.write_all(&payload).is_err() {
+                break;
+            }
+        }
+        let _ = from.shutdown(std::net::Shutdown::Both);
+        let _ = to.shutdown(std::net::Shutdown::Both);
     }
 }

@@ -357,6 +357,15 @@ impl ZeoException {
             StorageError::NoSuchObject { oid }
             | StorageError::NoData { oid, .. }
             | StorageError::NoSuchRevision { oid, .. } => ZeoException::pos_key(*oid),
+            StorageError::NoBlob { oid, serial } => ZeoException::PosKey(vec![
+                Value::str("No blob file"),
+                Value::oid(*oid),
+                Value::tid(*serial),
+            ]),
+            StorageError::BlobsUnsupported { .. } => ZeoException::Other {
+                class_path: format!("{POS_EXCEPTION}.Unsupported"),
+                state: Value::Tuple(vec![Value::str(err.to_string())]),
+            },
             StorageError::ReadOnly => ZeoException::ReadOnly(Vec::new()),
             StorageError::Conflict {
                 oid,

@@ -90,6 +90,19 @@ pub(crate) struct OwnCommit {
     pub(crate) updates: Vec<(Oid, Option<Bytes>)>,
 }
 
+/// A blob the client asked for with `sendBlob`, being written by the
+/// reader as the server's `receiveBlob*` calls arrive.
+#[derive(Debug)]
+pub(crate) struct Download {
+    /// Where the chunks go.
+    pub(crate) path: std::path::PathBuf,
+    file: Option<std::fs::File>,
+    /// `receiveBlobStop` arrived: the file is complete.
+    pub(crate) complete: bool,
+    /// Writing failed (the rest of the blob was dropped).
+    pub(crate) error: Option<std::io::Error>,
+}
+
 /// Who waits for a reply, and what applying it involves.
 #[derive(Debug)]
 enum Waiter {
@@ -121,6 +134,8 @@ pub(crate) struct Conn {
     out: mpsc::Sender<Bytes>,
     table: Mutex<Table>,
     kill: Notify,
+    /// Blobs requested with `sendBlob` and not yet taken by the caller.
+    downloads: Mutex<HashMap<(Oid, Tid), Download>>,
 }
 
 /// A reply to wait for.
@@ -167,6 +182,68 @@ impl Conn {
                 dead: None,
             }),
             kill: Notify::new(),
+            downloads: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Prepares to receive the blob of `oid` at `serial` into `path`
+    /// (before `sendBlob` is sent).
+    pub(crate) fn expect_blob(&self, oid: Oid, serial: Tid, path: std::path::PathBuf) {
+        lock(&self.downloads).insert(
+            (oid, serial),
+            Download {
+                path,
+                file: None,
+                complete: false,
+                error: None,
+            },
+        );
+    }
+
+    /// The download of `oid` at `serial`, once `sendBlob` has answered
+    /// (or failed): from then on the reader ignores its chunks.
+    pub(crate) fn take_download(&self, oid: Oid, serial: Tid) -> Option<Download> {
+        let mut d = lock(&self.downloads).remove(&(oid, serial))?;
+        d.file = None;
+        Some(d)
+    }
+
+    /// Applies one of the server's `receiveBlob*` calls: written to the
+    /// requested download's file, in the reader (ZEO's client writes them
+    /// in its I/O thread too; chunks are 59000 bytes).
+    fn receive_blob(&self, oid: Oid, serial: Tid, part: BlobPart) {
+        use std::io::Write as _;
+        let mut downloads = lock(&self.downloads);
+        let Some(d) = downloads.get_mut(&(oid, serial)) else {
+            tracing::warn!(%oid, %serial, "unrequested blob data from the server; ignored");
+            return;
+        };
+        if d.error.is_some() {
+            return;
+        }
+        let result = match part {
+            BlobPart::Start => std::fs::File::create(&d.path).map(|f| d.file = Some(f)),
+            BlobPart::Chunk(chunk) => match &mut d.file {
+                Some(f) => f.write_all(&chunk),
+                None => Err(std::io::Error::other(
+                    "receiveBlobChunk before receiveBlobStart",
+                )),
+            },
+            // Closed here; the caller syncs it before it is installed, off
+            // the reader.
+            BlobPart::Stop => match d.file.take() {
+                Some(_) => {
+                    d.complete = true;
+                    Ok(())
+                }
+                None => Err(std::io::Error::other(
+                    "receiveBlobStop before receiveBlobStart",
+                )),
+            },
+        };
+        if let Err(e) = result {
+            d.file = None;
+            d.error = Some(e);
         }
     }
 
@@ -410,14 +487,24 @@ impl Conn {
                 shared.invalidate(self.generation, tid, oids);
             }
             ClientCall::Info { length, size } => shared.update_size(length, size),
-            ClientCall::ReceiveBlobStart { oid, serial }
-            | ClientCall::ReceiveBlobChunk { oid, serial, .. }
-            | ClientCall::ReceiveBlobStop { oid, serial } => {
-                // Sent only in answer to sendBlob, which this client never calls.
-                tracing::warn!(%oid, %serial, "unrequested blob data from the server; ignored");
+            ClientCall::ReceiveBlobStart { oid, serial } => {
+                self.receive_blob(oid, serial, BlobPart::Start);
+            }
+            ClientCall::ReceiveBlobChunk { oid, serial, chunk } => {
+                self.receive_blob(oid, serial, BlobPart::Chunk(chunk));
+            }
+            ClientCall::ReceiveBlobStop { oid, serial } => {
+                self.receive_blob(oid, serial, BlobPart::Stop);
             }
         }
     }
+}
+
+/// One of the `receiveBlob*` calls.
+enum BlobPart {
+    Start,
+    Chunk(Bytes),
+    Stop,
 }
 
 /// The two halves of a connected stream, framed.

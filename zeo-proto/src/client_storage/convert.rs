@@ -174,6 +174,14 @@ pub(crate) fn supports_iteration(info: &StorageInfo) -> bool {
         .any(|(m, n)| m == "ZODB.interfaces" && n == "IStorageIteration")
 }
 
+/// Whether the server's storage keeps blobs (`IBlobStorage`, which
+/// ClientStorage looks for too).
+pub(crate) fn supports_blobs(info: &StorageInfo) -> bool {
+    info.interfaces
+        .iter()
+        .any(|(m, n)| m == "ZODB.interfaces" && n == "IBlobStorage")
+}
+
 const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
 /// FileStorage's undo id of a transaction: its tid in base64, no newline

@@ -131,6 +131,14 @@ pub enum ZeoError {
     /// A transaction extension that cannot be sent as a dict.
     #[error("transaction extension cannot be sent to a ZEO server: {0}")]
     Extension(String),
+    /// The blob cache directory cannot be used.
+    #[error("blob cache directory {}", .path.display())]
+    BlobCache {
+        /// The directory.
+        path: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
     /// The client was closed.
     #[error("ZEO client closed")]
     Closed,

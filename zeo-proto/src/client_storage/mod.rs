@@ -46,6 +46,10 @@
 //!   server aborts it); one cut during `tpc_finish` reports
 //!   [`ZeoError::FinishOutcomeUnknown`]. None is retried on the new
 //!   connection: the caller decides.
+//! - **Blobs** (module `blob`): with [`ClientOptions::blob_dir`], blobs are
+//!   downloaded (`sendBlob`) into a local cache in ZEO's `zeocache` layout
+//!   and uploaded in 59000-byte chunks (`storeBlobStart/Chunk/End`), as
+//!   ClientStorage with a non-shared blob directory does.
 //! - **Wire behaviour is ClientStorage's**: same calls with the same
 //!   arguments and msgids, `new_oids` prefetched in batches of 100, the
 //!   heartbeat every 60 s, `tpc_abort` after a failed vote. Only iteration
@@ -54,6 +58,8 @@
 //!   each record in turn.
 
 mod address;
+mod blob;
+mod blob_cache;
 mod cache;
 mod conn;
 mod convert;
@@ -123,6 +129,11 @@ pub struct ClientOptions {
     pub iteration_window: usize,
     /// Largest frame accepted from the server.
     pub max_frame_length: usize,
+    /// The blob cache directory (ClientStorage's `blob_dir`, not shared
+    /// with the server: blobs travel over the connection). `None`: blobs
+    /// are unsupported, as in ClientStorage without one. Created if
+    /// missing, in ZEO's `zeocache` layout, so a Python client may share it.
+    pub blob_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for ClientOptions {
@@ -140,6 +151,7 @@ impl Default for ClientOptions {
             name: None,
             iteration_window: 32,
             max_frame_length: DEFAULT_MAX_FRAME_LENGTH,
+            blob_dir: None,
         }
     }
 }
@@ -186,6 +198,8 @@ pub(crate) struct Shared {
     /// One transaction at a time per client, as ClientStorage.
     commit_slot: txn::Slot,
     next_txn: AtomicI64,
+    /// The blob cache, if `opts.blob_dir` is set.
+    blobs: Option<blob_cache::BlobCache>,
 }
 
 /// The conflict resolver installed with `set_conflict_resolver`.
@@ -497,8 +511,19 @@ impl ZeoClient {
             .enable_all()
             .build()
             .map_err(ZeoError::Runtime)?;
+        let blobs =
+            match &opts.blob_dir {
+                Some(dir) => Some(blob_cache::BlobCache::open(dir).map_err(|source| {
+                    ZeoError::BlobCache {
+                        path: dir.clone(),
+                        source,
+                    }
+                })?),
+                None => None,
+            };
         let shared = Arc::new(Shared {
             address,
+            blobs,
             link: Mutex::new(Link::Connecting { last_error: None }),
             link_changed: Condvar::new(),
             link_notify: tokio::sync::Notify::new(),

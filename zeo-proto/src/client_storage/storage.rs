@@ -100,6 +100,24 @@ impl ReadStorage for ZeoClient {
         self.subscribe()
     }
 
+    /// A blob cache directory is configured and the server's storage
+    /// keeps blobs.
+    fn supports_blobs(&self) -> bool {
+        self.shared().blob_cache().is_ok()
+    }
+
+    /// ClientStorage's `loadBlob`: from the blob cache, downloading it
+    /// with `sendBlob` first if need be (module `blob`).
+    fn load_blob(&self, oid: Oid, serial: Tid) -> Result<std::path::PathBuf> {
+        self.shared().load_blob(oid, serial)
+    }
+
+    /// The blob cache's `tmp` directory (ClientStorage's
+    /// `temporaryDirectory`).
+    fn temporary_directory(&self) -> Result<std::path::PathBuf> {
+        Ok(self.shared().blob_cache()?.temp_dir().to_owned())
+    }
+
     /// ClientStorage's `load(oid)`: `loadBefore(oid, maxtid)`, the current
     /// revision as far as the client knows.
     fn load(&self, oid: Oid) -> Result<(Bytes, Tid)> {

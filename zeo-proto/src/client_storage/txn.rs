@@ -92,6 +92,8 @@ pub struct ZeoTxn<'c> {
     updates: Vec<(Oid, Option<Bytes>)>,
     positions: HashMap<Oid, usize>,
     kept_bytes: usize,
+    /// Blob files stored, owned by the transaction until it ends.
+    blobs: Vec<super::blob::PendingBlob>,
     state: State,
     _slot: SlotGuard<'c>,
 }
@@ -128,6 +130,7 @@ impl<'c> ZeoTxn<'c> {
             updates: Vec::new(),
             positions: HashMap::new(),
             kept_bytes: 0,
+            blobs: Vec::new(),
             state: State::Open,
             _slot: slot,
         })
@@ -283,6 +286,7 @@ impl<'c> ZeoTxn<'c> {
     /// anything sent later on the connection, and a hung server must not
     /// hang whoever drops a transaction.
     fn abort_now(&mut self) {
+        super::blob::discard(std::mem::take(&mut self.blobs));
         if matches!(self.state, State::Done) {
             return;
         }
@@ -376,6 +380,34 @@ impl TpcTxn for ZeoTxn<'_> {
         Ok(())
     }
 
+    /// ClientStorage's `storeBlob`: takes the file into the blob cache's
+    /// `tmp`, sends `storea`, then the file with `storeBlobStart`,
+    /// `storeBlobChunk`… and `storeBlobEnd` (module `blob`).
+    fn store_blob(
+        &mut self,
+        oid: Oid,
+        old_serial: Tid,
+        data: Bytes,
+        blob: &std::path::Path,
+    ) -> Result<(), StorageError> {
+        self.check_open("storeBlob")?;
+        let cache = self.shared.blob_cache()?;
+        let path = super::blob::take_file(cache, blob)?;
+        self.blobs.push(super::blob::PendingBlob {
+            oid,
+            path: path.clone(),
+        });
+        self.store(oid, old_serial, data.clone())?;
+        let txn = self.id;
+        let sent = super::blob::upload(&path, oid, old_serial, &data, txn, |req| self.send(req));
+        if sent.is_err() {
+            // Part of an upload reached the server: the connection's state
+            // is unknown, only abort is left.
+            self.state = State::Failed;
+        }
+        sent
+    }
+
     /// Sends `undoa`. The oids it changes are known only at vote (ZEO 5
     /// reports them in the vote's result, which [`TpcTxn::vote`] returns),
     /// so this returns none.
@@ -421,25 +453,41 @@ impl TpcTxn for ZeoTxn<'_> {
             .and_then(super::conn::Pending::wait)
             .and_then(|r| r);
         self.state = State::Done;
+        let blobs = std::mem::take(&mut self.blobs);
         match reply {
-            Ok(v) => v.as_tid().ok_or_else(|| {
-                ZeoError::Shape {
-                    method: "tpc_finish",
-                    source: crate::reply::ShapeError,
+            Ok(v) => match v.as_tid() {
+                Some(tid) => {
+                    if let Some(cache) = &self.shared.blobs {
+                        super::blob::install_committed(cache, blobs, tid);
+                    }
+                    Ok(tid)
                 }
-                .into()
-            }),
-            Err(CallError::Lost(reason)) => Err(ZeoError::FinishOutcomeUnknown {
-                reason: reason.to_string(),
+                None => {
+                    super::blob::discard(blobs);
+                    Err(ZeoError::Shape {
+                        method: "tpc_finish",
+                        source: crate::reply::ShapeError,
+                    }
+                    .into())
+                }
+            },
+            Err(CallError::Lost(reason)) => {
+                // Committed or not, a later load downloads the blob again.
+                super::blob::discard(blobs);
+                Err(ZeoError::FinishOutcomeUnknown {
+                    reason: reason.to_string(),
+                }
+                .into())
             }
-            .into()),
             Err(CallError::Raised(exc)) => {
+                super::blob::discard(blobs);
                 // ClientStorage drops the connection here: what the server
                 // did is unclear, and a fresh connection verifies the cache.
                 self.conn.close();
                 Err(storage_error(exc, None))
             }
             Err(CallError::Shape(source)) => {
+                super::blob::discard(blobs);
                 self.conn.close();
                 Err(ZeoError::Shape {
                     method: "tpc_finish",
