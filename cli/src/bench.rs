@@ -76,30 +76,21 @@ pub fn bench_fs(
     out: &mut dyn Write,
 ) -> Result<Vec<Row>, ToolError> {
     warm(path)?;
-    let py: Option<serde_json::Value> =
-        match python {
-            Some(py) => {
-                writeln!(out, "running the Python reference ({})...", py.display())?;
-                let o = Command::new(py)
-                    .arg("-c")
-                    .arg(PY_READ_BENCH)
-                    .arg(path)
-                    .arg((loads / 10).max(1000).to_string())
-                    .arg("1")
-                    .output()
-                    .map_err(|e| ToolError::io(py, e))?;
-                if !o.status.success() {
-                    return Err(ToolError::Usage(format!(
-                        "python reference failed: {}",
-                        String::from_utf8_lossy(&o.stderr)
-                    )));
-                }
-                Some(serde_json::from_slice(&o.stdout).map_err(|e| {
-                    ToolError::Usage(format!("python reference printed no JSON: {e}"))
-                })?)
-            }
-            None => None,
-        };
+    let py: Option<serde_json::Value> = match python {
+        Some(py) => {
+            writeln!(out, "running the Python reference ({})...", py.display())?;
+            Some(run_py_script(
+                py,
+                PY_READ_BENCH,
+                &[
+                    path.as_ref(),
+                    std::ffi::OsStr::new(&(loads / 10).max(1000).to_string()),
+                    std::ffi::OsStr::new("1"),
+                ],
+            )?)
+        }
+        None => None,
+    };
     let get = |k: &str| py.as_ref().and_then(|j| j.get(k)?.as_f64());
 
     let no_index = OpenOptions {
@@ -504,25 +495,19 @@ pub fn bench_copy(
             "running ZODB's copyTransactionsFrom on the first {python_txns} transactions, fsync {}...",
             if fsync { "on" } else { "off" }
         )?;
-        let o = Command::new(python)
-            .arg("-c")
-            .arg(PY_COPY_BENCH)
-            .arg(src)
-            .arg(dst)
-            .arg(python_txns.to_string())
-            .arg(if fsync { "1" } else { "0" })
-            .output()
-            .map_err(|e| ToolError::io(python, e));
+        let n = python_txns.to_string();
+        let j = run_py_script(
+            python,
+            PY_COPY_BENCH,
+            &[
+                src.as_ref(),
+                dst.as_ref(),
+                std::ffi::OsStr::new(&n),
+                std::ffi::OsStr::new(if fsync { "1" } else { "0" }),
+            ],
+        );
         remove_storage(dst);
-        let o = o?;
-        if !o.status.success() {
-            return Err(ToolError::Usage(format!(
-                "python reference failed: {}",
-                String::from_utf8_lossy(&o.stderr)
-            )));
-        }
-        let j: serde_json::Value = serde_json::from_slice(&o.stdout)
-            .map_err(|e| ToolError::Usage(format!("python reference printed no JSON: {e}")))?;
+        let j = j?;
         let (Some(s), Some(b)) = (j["seconds"].as_f64(), j["bytes"].as_f64()) else {
             return Err(ToolError::Usage(format!("python reference printed {j}")));
         };
@@ -601,25 +586,15 @@ pub fn bench_array(
         Some(py) => {
             writeln!(out, "running the Python reference ({})...", py.display())?;
             let script = format!("{PY_WENDELIN_STANDIN}\n{PY_ARRAY_BENCH}");
-            let o = Command::new(py)
-                .arg("-c")
-                .arg(script)
-                .arg(path)
-                .arg(oid.0.to_string())
-                .arg(runs.to_string())
-                .output()
-                .map_err(|e| ToolError::io(py, e))?;
-            if !o.status.success() {
-                return Err(ToolError::Usage(format!(
-                    "python reference failed: {}",
-                    String::from_utf8_lossy(&o.stderr)
-                )));
-            }
-            Some(
-                serde_json::from_slice::<serde_json::Value>(&o.stdout).map_err(|e| {
-                    ToolError::Usage(format!("python reference printed no JSON: {e}"))
-                })?,
-            )
+            Some(run_py_script(
+                py,
+                &script,
+                &[
+                    path.as_ref(),
+                    std::ffi::OsStr::new(&oid.0.to_string()),
+                    std::ffi::OsStr::new(&runs.to_string()),
+                ],
+            )?)
         }
         None => None,
     };
@@ -800,27 +775,17 @@ pub fn bench_array_write(
         Some(py) => {
             writeln!(out, "running the Python reference ({})...", py.display())?;
             let script = format!("{PY_WENDELIN_STANDIN}\n{PY_ARRAY_WRITE_BENCH}");
-            let o = Command::new(py)
-                .arg("-c")
-                .arg(script)
-                .arg(dir)
-                .arg(&npy)
-                .arg(blksize.to_string())
-                .arg(format.name())
-                .arg(txn_blocks.to_string())
-                .output()
-                .map_err(|e| ToolError::io(py, e))?;
-            if !o.status.success() {
-                return Err(ToolError::Usage(format!(
-                    "python reference failed: {}",
-                    String::from_utf8_lossy(&o.stderr)
-                )));
-            }
-            Some(
-                serde_json::from_slice::<serde_json::Value>(&o.stdout).map_err(|e| {
-                    ToolError::Usage(format!("python reference printed no JSON: {e}"))
-                })?,
-            )
+            Some(run_py_script(
+                py,
+                &script,
+                &[
+                    dir.as_ref(),
+                    npy.as_ref(),
+                    std::ffi::OsStr::new(&blksize.to_string()),
+                    std::ffi::OsStr::new(&format.name()),
+                    std::ffi::OsStr::new(&txn_blocks.to_string()),
+                ],
+            )?)
         }
         None => None,
     };
