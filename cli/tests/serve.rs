@@ -111,10 +111,16 @@ r1['counter'] = 1
 r1['child'] = PersistentMapping(name='first')
 tm1.commit()
 
-# The second client sees the commit...
-tm2.begin()
-r2 = c2.root()
-assert r2['counter'] == 1, r2['counter']
+# The second client sees the commit once its invalidation has arrived
+# (ZEO delivers it asynchronously, on the client's own I/O thread)...
+deadline = time.time() + 10
+while True:
+    tm2.begin()
+    r2 = c2.root()
+    if r2.get('counter') == 1:
+        break
+    assert time.time() < deadline, 'the first commit never arrived'
+    time.sleep(0.05)
 assert r2['child']['name'] == 'first'
 
 # ...and is invalidated by the next one.
