@@ -471,7 +471,13 @@ pub(crate) fn vote_worker(
         return;
     }
     match txn.vote() {
-        Ok(resolved) => serials.extend(resolved),
+        Ok(resolved) => {
+            served
+                .stats
+                .conflicts_resolved
+                .fetch_add(resolved.len() as u64, Ordering::Relaxed);
+            serials.extend(resolved);
+        }
         Err(e) => {
             txn.abort();
             log.roll_back(false);
