@@ -664,6 +664,25 @@ fn node_kind(n: &Node) -> &'static str {
     }
 }
 
+/// How deeply keys and values may nest tuples: far beyond what a BTree
+/// holds, and low enough that recursing into them cannot exhaust a stack.
+const MAX_DEPTH: usize = 64;
+
+/// Tuple nesting of `v`, counted up to just past [`MAX_DEPTH`].
+fn nesting(v: Value<'_>, depth: usize) -> usize {
+    if depth > MAX_DEPTH {
+        return depth;
+    }
+    match v.as_tuple() {
+        Some(t) => t
+            .iter()
+            .map(|x| nesting(x, depth + 1))
+            .max()
+            .unwrap_or(depth),
+        None => depth,
+    }
+}
+
 /// An int against a float, exactly as Python compares them (`None`: the
 /// float is NaN, unordered).
 fn cmp_int_float(i: i128, f: f64) -> Option<Ordering> {
@@ -876,8 +895,13 @@ impl<'r> Out<'r> {
         let v = g.value(id);
         match slot {
             Slot::Object => {
-                // Check now that we can compare it, to refuse early.
+                // Check now that we can compare it, to refuse early, and
+                // bound the nesting the comparisons and the copy recurse
+                // into (the new record comes from a client).
                 py(v)?;
+                if nesting(v, 0) > MAX_DEPTH {
+                    return unsupported("value nested too deeply");
+                }
                 Ok(Item::Obj(id))
             }
             Slot::Int { min, max } => match py(v)? {
@@ -952,6 +976,13 @@ impl<'r> Out<'r> {
     /// Copies a value of source `src` into the output, keeping identity:
     /// what was one object in the source is one node in the output.
     fn copy(&mut self, src: usize, id: NodeId) -> Result<NodeId, Unresolved> {
+        self.copy_at(src, id, 0)
+    }
+
+    fn copy_at(&mut self, src: usize, id: NodeId, depth: usize) -> Result<NodeId, Unresolved> {
+        if depth > MAX_DEPTH {
+            return unsupported("value nested too deeply");
+        }
         if let Some(&o) = self.map.get(&(src, id)) {
             return Ok(o);
         }
@@ -982,7 +1013,7 @@ impl<'r> Out<'r> {
             Node::Tuple(items) => {
                 let mut out = Vec::with_capacity(items.len());
                 for &i in items {
-                    out.push(self.copy(src, i)?);
+                    out.push(self.copy_at(src, i, depth + 1)?);
                 }
                 self.b.tuple(out)
             }
@@ -1009,6 +1040,7 @@ fn is_latin1_char_or_empty(utf8: &[u8]) -> bool {
 }
 
 #[cfg(test)]
+#[allow(clippy::indexing_slicing, reason = "tests may panic")]
 mod tests {
     use super::*;
 
@@ -1033,8 +1065,46 @@ mod tests {
     fn longs_decode_as_twos_complement() {
         assert_eq!(long_value(&[]), Some(0));
         assert_eq!(long_value(&[0xff]), Some(-1));
-        assert_eq!(long_value(&[0x00, 0x80]), Some(32768));
+        assert_eq!(long_value(&[0x00, 0x80]), Some(-32768));
+        assert_eq!(long_value(&[0x00, 0x80, 0x00]), Some(32768));
         assert_eq!(long_value(&[0u8; 17]), None);
+    }
+
+    /// An OOBucket record holding `state`'s pickle opcodes.
+    fn bucket_record(state: &[u8]) -> Vec<u8> {
+        let mut v = b"\x80\x03cBTrees.OOBTree\nOOBucket\nq\x00.\x80\x03".to_vec();
+        v.extend_from_slice(state);
+        v.push(b'.');
+        v
+    }
+
+    #[test]
+    fn deep_values_are_refused_not_recursed() {
+        // ((('a', <value nested 100000 tuples deep>),),)
+        let mut deep = b"X\x01\x00\x00\x00a".to_vec();
+        deep.extend(std::iter::repeat_n(b'K', 1).chain([0u8]));
+        deep.extend(std::iter::repeat_n(0x85u8, 100_000)); // TUPLE1
+        deep.extend_from_slice(b"\x86\x85"); // TUPLE2 (items), TUPLE1 (state)
+        let new = bucket_record(&deep);
+        let old = bucket_record(b"X\x01\x00\x00\x00aK\x01\x86\x85");
+        let com = bucket_record(b"X\x01\x00\x00\x00aK\x02\x86\x85");
+        assert_eq!(
+            resolve(&old, &com, &new),
+            Err(Unresolved::Unsupported("value nested too deeply".into()))
+        );
+    }
+
+    #[test]
+    fn garbage_never_panics() {
+        let old = bucket_record(b"X\x01\x00\x00\x00aK\x01\x86\x85");
+        let com = bucket_record(b"X\x01\x00\x00\x00aK\x02\x86\x85");
+        for cut in 0..old.len() {
+            let _ = resolve(&old, &com, &old[..cut]);
+            let mut flipped = old.clone();
+            flipped[cut] ^= 0x55;
+            let _ = resolve(&old, &com, &flipped);
+            let _ = resolve(&flipped, &com, &old);
+        }
     }
 
     #[test]
