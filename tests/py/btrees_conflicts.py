@@ -165,8 +165,43 @@ def mutate(obj, gen, is_set, n):
                 obj[k] = gen.value()
 
 
+def split_case(rnd, db, i):
+    """Trees with children: bucket splits on one or both sides, so that
+    the tree nodes conflict (reason 11) or a bucket's next pointer moves
+    under a change of the other side (reason 0)."""
+    prefix = rnd.choice(['IO', 'II', 'LL', 'OO'])
+    cls = getattr(MODULES[prefix], prefix + 'BTree')
+    key = (lambda n: 'k%06d' % n) if prefix[0] == 'O' else (lambda n: n)
+    tm = transaction.TransactionManager()
+    c = db.open(tm)
+    c.root()['obj%d' % i] = t = cls()
+    for n in range(0, 3000, 5):
+        t[key(n)] = 1
+    tm.commit()
+    c.close()
+    lo = rnd.randrange(0, 2500)
+    if rnd.random() < 0.5:
+        # Both split buckets, far apart: only the tree nodes conflict.
+        plans = [(lo, 300), (lo + 2000, 300)]
+    else:
+        # One splits the bucket the other adds a key to.
+        plans = [(lo, 300), (lo + 1, 1)]
+    conns = []
+    for start, count in plans:
+        tmx = transaction.TransactionManager()
+        cx = db.open(tmx)
+        tx = cx.root()['obj%d' % i]
+        for n in range(start, start + count):
+            if n % 5:
+                tx[key(n)] = 2
+        conns.append((tmx, cx))
+    return conns
+
+
 def one_case(rnd, db, i):
-    if rnd.random() < 0.08:
+    if rnd.random() < 0.1:
+        conns = split_case(rnd, db, i)
+    elif rnd.random() < 0.08:
         tm = transaction.TransactionManager()
         c = db.open(tm)
         c.root()['obj%d' % i] = Length(rnd.randrange(-5, 100))
@@ -203,7 +238,8 @@ def one_case(rnd, db, i):
             tmx = transaction.TransactionManager()
             cx = db.open(tmx)
             gen.refs = [cx.root()['ref%d_%d' % (i, j)] for j in range(3)]
-            mutate(cx.root()['obj%d' % i], gen, is_set, rnd.randrange(1, 5))
+            mutate(cx.root()["obj%d" % i], gen, is_set,
+                   rnd.choice([1, 2, 3, 4, 40]))
             conns.append((tmx, cx))
     for tmx, cx in conns:
         try:
