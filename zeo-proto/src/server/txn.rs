@@ -528,14 +528,14 @@ pub(crate) fn vote_worker(
             let _ = ack.send(());
         }
         Err(RecvTimeoutError::Timeout) => {
-            // ZEO logs this at CRITICAL with this text; log watchers and
-            // ZEO's own tests look for it.
+            // ZEO's StorageServer logs this at CRITICAL, as
+            // "(<client label>) Transaction timeout after N seconds"; log
+            // watchers and ZEO's own tests (checkTimeout) look for it.
             tracing::error!(
                 critical = true,
                 storage = %served.name,
                 conn,
-                client = %label,
-                "Transaction timeout after {} seconds",
+                "({label}) Transaction timeout after {} seconds",
                 timeout.map_or(0.0, |t| t.as_secs_f64())
             );
             txn.abort();
