@@ -7,6 +7,8 @@
 #   scripts/zeo-conformance.sh FileStorageTests ZEO.tests.testZEO.DemoStorageTests
 #   ZEO_EXT_CMD='runzeo -C {conf}' scripts/zeo-conformance.sh ...   # the reference server
 #   -t REGEX                                   # only tests whose id matches
+#   -x                                         # skip the known exclusions
+#                                              # (tests/py/zeo_exclusions.txt, with reasons)
 #
 # Short class names are looked up in ZEO.tests.testZEO, then testConnection.
 # Prints a per-class table; exits non-zero if any test failed. Summaries go
@@ -24,6 +26,7 @@ classes=()
 while [ $# -gt 0 ]; do
     case "$1" in
         -t) args+=(-t "$2"); shift 2 ;;
+        -x) args+=(--exclude "$root/tests/py/zeo_exclusions.txt"); shift ;;
         *) classes+=("$1"); shift ;;
     esac
 done

@@ -414,3 +414,58 @@ fn configuration_errors_name_the_line() {
     );
     assert!(!dir.path().join("Data.fs").exists(), "nothing opened");
 }
+
+/// A lock holder past `transaction-timeout` is logged in the configured
+/// `<eventlog>` file exactly as ZEO's StorageServer logs it (ZEO's
+/// checkTimeout and runzeo log watchers look for this line), and closed.
+#[test]
+fn transaction_timeout_is_logged_as_zeo_logs_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("zeo.conf");
+    std::fs::write(
+        &conf,
+        "<zeo>\n  address 127.0.0.1:1\n  transaction-timeout 1\n</zeo>\n\
+         <eventlog>\n  level INFO\n  <logfile>\n    path server.log\n  </logfile>\n</eventlog>\n\
+         <filestorage 1>\n  path Data.fs\n</filestorage>\n",
+    )
+    .unwrap();
+    let server = ServerProc::start(dir.path(), &["-C", conf.to_str().unwrap()]);
+    let port = server.port;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let peer = rt.block_on(async move {
+        let s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        let peer = s.local_addr().unwrap().to_string();
+        let mut c = Client::handshake(s).await.unwrap();
+        c.register("1", false).await.unwrap();
+        let txn = zeo_proto::request::TxnId(1);
+        c.send(&zeo_proto::request::Request::TpcBegin {
+            txn,
+            user: Bytes::new(),
+            description: Bytes::new(),
+            extension: zeo_proto::value::Value::Dict(vec![]),
+            tid: None,
+            status: zodb_core::TxnStatus::Committed,
+        })
+        .await
+        .unwrap();
+        c.call(&zeo_proto::request::Request::Vote { txn })
+            .await
+            .unwrap();
+        // Holding the lock: after a second the server closes us.
+        let closed = tokio::time::timeout(Duration::from_secs(10), async {
+            while c.read().await.is_ok() {}
+        })
+        .await;
+        assert!(closed.is_ok(), "the lock holder is closed");
+        peer
+    });
+    let log = std::fs::read_to_string(dir.path().join("server.log")).unwrap();
+    let want = format!("CRITICAL ZEO.StorageServer ({peer}) Transaction timeout after 1 seconds");
+    assert!(log.contains(&want), "no {want:?} in\n{log}");
+    drop(server);
+}

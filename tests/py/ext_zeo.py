@@ -11,7 +11,8 @@ packages judge any server (shared/spec/zeo-conformance.md).
 
 Usage::
 
-    ZEO_EXT_CMD='zodbrs serve -C {conf}' python ext_zeo.py [-t REGEX] [--json OUT] CLASS...
+    ZEO_EXT_CMD='zodbrs serve -C {conf}' python ext_zeo.py [-t REGEX] [--json OUT]
+        [--exclude FILE] CLASS...
 
 CLASS is a dotted path like ``ZEO.tests.testZEO.FileStorageTests``. Tests of
 both method prefixes (``check`` from the ZODB mixins, ``test``) run, as in
@@ -20,6 +21,9 @@ Placeholders in ZEO_EXT_CMD: ``{port} {host} {dir} {conf}``. Each server's
 output goes to ``ext-server-PORT.log`` in the test's directory (which the
 test removes), or in ``$ZEO_EXT_LOGDIR`` if that is set; ``stop``
 sends it SIGTERM (SIGKILL after 10 s).
+
+``--exclude FILE`` skips, with their reason, the tests listed in FILE (lines
+``REGEX | reason``, ``#`` comments; see ``zeo_exclusions.txt``).
 
 Prints a per-class summary (ran, passed, failures, errors, skipped) and,
 with ``--json``, writes it with the failing test ids and their tracebacks.
@@ -168,7 +172,26 @@ class _Result(unittest.TextTestResult):
         self._bucket(test)['passed'] += 1
 
 
-def _load(names, pattern):
+def _read_exclusions(path):
+    out = []
+    with open(path) as f:
+        for line in f:
+            line = line.strip()
+            if not line or line.startswith('#'):
+                continue
+            regex, _, reason = line.partition(' | ')
+            out.append((re.compile(regex.strip()), reason.strip()))
+    return out
+
+
+def _skipped(reason):
+    @unittest.skip(reason)
+    def skipped():
+        pass  # pragma: no cover
+    return skipped
+
+
+def _load(names, pattern, exclusions=()):
     suite = unittest.TestSuite()
     for name in names:
         module, cls = name.rsplit('.', 1)
@@ -178,6 +201,11 @@ def _load(names, pattern):
             loader.testMethodPrefix = prefix
             for test in loader.loadTestsFromTestCase(klass):
                 if pattern is None or re.search(pattern, test.id()):
+                    for regex, reason in exclusions:
+                        if regex.search(test.id()):
+                            setattr(test, test._testMethodName,
+                                    _skipped('excluded: ' + reason))
+                            break
                     suite.addTest(test)
     return suite
 
@@ -185,6 +213,7 @@ def _load(names, pattern):
 def main(argv):
     pattern = None
     out = None
+    exclusions = []
     names = []
     args = iter(argv)
     for a in args:
@@ -192,13 +221,15 @@ def main(argv):
             pattern = next(args)
         elif a == '--json':
             out = next(args)
+        elif a == '--exclude':
+            exclusions.extend(_read_exclusions(next(args)))
         elif a.startswith('-'):
             raise SystemExit('unknown option %s' % a)
         else:
             names.append(a)
     if not names:
         raise SystemExit(__doc__)
-    suite = _load(names, pattern)
+    suite = _load(names, pattern, exclusions)
     runner = unittest.TextTestRunner(
         verbosity=int(os.environ.get('V', '1')), resultclass=_Result)
     result = runner.run(suite)

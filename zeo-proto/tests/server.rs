@@ -388,13 +388,21 @@ async fn transaction_timeout_closes_the_holder() {
         .expect("B commits after A's timeout")
         .unwrap(),
     );
-    assert!(
-        tokio::time::timeout(Duration::from_secs(5), a.read())
-            .await
-            .unwrap()
-            .is_err(),
-        "A's connection is closed"
-    );
+    // A's connection is closed. The lock is released before the close
+    // reaches A's task, so B's invalidation may come first.
+    tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match a.read().await {
+                Err(_) => break,
+                Ok(ServerMessage::Call(ClientCall::InvalidateTransaction { tid, .. })) => {
+                    assert_eq!(tid, t);
+                }
+                Ok(other) => panic!("unexpected {other:?}"),
+            }
+        }
+    })
+    .await
+    .expect("A's connection is closed");
     assert!(srv.storage.load(Oid(1)).is_err());
     assert_eq!(srv.storage.load(Oid(2)).unwrap().1, t);
     srv.shutdown().await;
@@ -996,4 +1004,155 @@ async fn read_only_server_refuses_writes() {
     let e = raised(c.call(&Request::NewOids { n: Some(1) }).await);
     assert_eq!(e.class_path(), "ZODB.POSException.ReadOnlyError");
     srv.shutdown().await;
+}
+
+/// `tpc_begin` + `storea` of one object, without voting.
+async fn begin_store(c: &mut Client<TcpStream>, txn: TxnId, oid: Oid, serial: Tid, data: Bytes) {
+    c.send(&Request::TpcBegin {
+        txn,
+        user: Bytes::new(),
+        description: Bytes::new(),
+        extension: Value::Dict(vec![]),
+        tid: None,
+        status: TxnStatus::Committed,
+    })
+    .await
+    .unwrap();
+    c.send(&Request::Storea {
+        oid,
+        serial,
+        data,
+        txn,
+    })
+    .await
+    .unwrap();
+}
+
+/// Regression: "finished called wo lock" under concurrent conflicting
+/// commits (ZEO's checkConcurrentUpdates*). A vote that returns conflicts
+/// for the client to resolve must keep the commit lock until the client
+/// votes again: if another client could commit the same object meanwhile,
+/// the second round conflicts again, and so on; ZEO's client gives up
+/// after 9 rounds *without raising* and calls `tpc_finish` on a
+/// transaction that never voted, which the server refuses with
+/// `AssertionError('finished called wo lock')`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_conflict_round_keeps_the_commit_lock() {
+    let srv = start(ServerConfig::default()).await;
+    let mut a = client(srv.addr).await;
+    let mut b = client(srv.addr).await;
+    let mut c = client(srv.addr).await;
+    let t1 = committed(
+        c.commit(1, &[(Oid(0), Tid::ZERO, data("v1"))])
+            .await
+            .unwrap(),
+    );
+    let t2 = committed(c.commit(2, &[(Oid(0), t1, data("v2"))]).await.unwrap());
+    // A read t1: its vote returns the conflict for it to resolve.
+    let ta = TxnId(10);
+    begin_store(&mut a, ta, Oid(0), t1, data("a")).await;
+    let voted = a.call(&Request::Vote { txn: ta }).await.unwrap();
+    assert!(matches!(
+        VoteItem::list_from_value(&voted).unwrap().as_slice(),
+        [VoteItem::Conflict { committed, .. }] if *committed == t2
+    ));
+    // While A resolves, B (which read t2) cannot commit the object.
+    let tb = TxnId(20);
+    begin_store(&mut b, tb, Oid(0), t2, data("b")).await;
+    let b_vote = b.send(&Request::Vote { txn: tb }).await.unwrap();
+    let early = tokio::time::timeout(Duration::from_millis(300), b.reply_to(&b_vote)).await;
+    assert!(
+        early.is_err(),
+        "B must wait while A holds the lock between rounds"
+    );
+    // A's second round succeeds against the state it resolved with.
+    a.send(&Request::Storea {
+        oid: Oid(0),
+        serial: t2,
+        data: data("a+v2"),
+        txn: ta,
+    })
+    .await
+    .unwrap();
+    let voted = a.call(&Request::Vote { txn: ta }).await.unwrap();
+    assert_eq!(VoteItem::list_from_value(&voted).unwrap(), vec![]);
+    let t3 = a
+        .call(&Request::TpcFinish { txn: ta })
+        .await
+        .unwrap()
+        .as_tid()
+        .unwrap();
+    // Now B votes, and it is B that meets the conflict.
+    let voted = tokio::time::timeout(Duration::from_secs(5), b.reply_to(&b_vote))
+        .await
+        .expect("B's vote proceeds after A's finish")
+        .unwrap();
+    assert!(matches!(
+        VoteItem::list_from_value(&voted).unwrap().as_slice(),
+        [VoteItem::Conflict { committed, read, .. }] if *committed == t3 && *read == t2
+    ));
+    assert_eq!(
+        b.call(&Request::TpcAbort { txn: tb }).await.unwrap(),
+        Value::None
+    );
+    assert_eq!(srv.storage.load(Oid(0)).unwrap(), (data("a+v2"), t3));
+    srv.shutdown().await;
+}
+
+/// A `BTrees.Length` record holding `n` as ZODB writes it.
+fn length(n: u8) -> Bytes {
+    let mut v = b"\x80\x03cBTrees.Length\nLength\nq\x00.\x80\x03K".to_vec();
+    v.extend_from_slice(&[n, b'.']);
+    Bytes::from(v)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn btrees_conflicts_are_resolved_on_the_server() {
+    let srv = start(ServerConfig::default()).await;
+    let mut a = client(srv.addr).await;
+    let mut c = client(srv.addr).await;
+    let t1 = committed(
+        c.commit(1, &[(Oid(0), Tid::ZERO, length(5))])
+            .await
+            .unwrap(),
+    );
+    committed(c.commit(2, &[(Oid(0), t1, length(6))]).await.unwrap());
+    // A read 5 and wrote 8: the server merges (6 + 8 - 5) and says so.
+    let txn = TxnId(3);
+    begin_store(&mut a, txn, Oid(0), t1, length(8)).await;
+    let voted = a.call(&Request::Vote { txn }).await.unwrap();
+    assert_eq!(
+        VoteItem::list_from_value(&voted).unwrap(),
+        vec![VoteItem::Resolved(Oid(0))]
+    );
+    let t3 = a
+        .call(&Request::TpcFinish { txn })
+        .await
+        .unwrap()
+        .as_tid()
+        .unwrap();
+    assert_eq!(srv.storage.load(Oid(0)).unwrap(), (length(9), t3));
+    let status = a.call(&Request::ServerStatus).await.unwrap();
+    assert_eq!(status.dict_get("conflicts_resolved"), Some(&Value::Int(1)));
+    // With client-conflict-resolution the server leaves it to the client.
+    let srv2 = start(ServerConfig {
+        client_conflict_resolution: true,
+        ..ServerConfig::default()
+    })
+    .await;
+    let mut a = client(srv2.addr).await;
+    let t1 = committed(
+        a.commit(1, &[(Oid(0), Tid::ZERO, length(5))])
+            .await
+            .unwrap(),
+    );
+    committed(a.commit(2, &[(Oid(0), t1, length(6))]).await.unwrap());
+    begin_store(&mut a, txn, Oid(0), t1, length(8)).await;
+    let voted = a.call(&Request::Vote { txn }).await.unwrap();
+    assert!(matches!(
+        VoteItem::list_from_value(&voted).unwrap().as_slice(),
+        [VoteItem::Conflict { .. }]
+    ));
+    srv.shutdown().await;
+    srv2.shutdown().await;
 }

@@ -98,7 +98,8 @@ async fn run_client<T: AsyncRead + AsyncWrite + Unpin>(
     oids: u64,
     deadline: Instant,
 ) -> Result<(Vec<u32>, u64), BenchError> {
-    let last = c.register(&opts.storage, false).await?;
+    // Loads register read-only, so that a read-only server serves them.
+    let last = c.register(&opts.storage, !opts.write).await?;
     let mut lat = Vec::with_capacity(1 << 16);
     let mut misses = 0;
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ (id as u64 + 1).wrapping_mul(0x1000_0000_01b3));

@@ -47,16 +47,19 @@
 //! `client-conflict-resolution`, or when the storage's resolver cannot
 //! merge it, it goes back to the client as a `{oid, serials, data}` dict in
 //! the vote result, which ZEO 5/6 clients resolve with the application's
-//! classes and store again (or turn into a `ConflictError`). Native
-//! resolution of the classes with public rules (BTrees buckets and trees,
-//! `BTrees.Length`) is not implemented yet: without a resolver installed in
-//! the storage, a conflict is a conflict.
+//! classes and store again (or turn into a `ConflictError`). Without
+//! `client-conflict-resolution`, the storage first tries [`resolve`]: the
+//! classes whose rules are public and fixed (BTrees buckets, sets and
+//! one-bucket trees of the standard types, `BTrees.Length`) are merged on
+//! the server, byte for byte as Python's server would, and their oids come
+//! back in the vote result as resolved.
 
 pub mod blob;
 pub mod conn;
 pub mod extension;
 pub mod iter;
 pub mod listener;
+pub mod resolve;
 pub mod status;
 pub mod storage;
 pub mod txn;

@@ -328,6 +328,13 @@ impl Served {
             })?),
             None => None,
         };
+        // Python's server resolves conflicts with the classes'
+        // `_p_resolveConflict` unless told to leave them to the clients; we
+        // resolve the classes with fixed rules and leave the rest to them.
+        if !config.client_conflict_resolution {
+            spec.storage
+                .set_conflict_resolver(Some(Arc::new(super::resolve::NativeResolver)));
+        }
         let bound = config.invalidation_queue_size.max(1);
         let last = spec.storage.last_transaction();
         let mut invq = VecDeque::new();

@@ -471,7 +471,13 @@ pub(crate) fn vote_worker(
         return;
     }
     match txn.vote() {
-        Ok(resolved) => serials.extend(resolved),
+        Ok(resolved) => {
+            served
+                .stats
+                .conflicts_resolved
+                .fetch_add(resolved.len() as u64, Ordering::Relaxed);
+            serials.extend(resolved);
+        }
         Err(e) => {
             txn.abort();
             log.roll_back(false);
@@ -522,14 +528,14 @@ pub(crate) fn vote_worker(
             let _ = ack.send(());
         }
         Err(RecvTimeoutError::Timeout) => {
-            // ZEO logs this at CRITICAL with this text; log watchers and
-            // ZEO's own tests look for it.
+            // ZEO's StorageServer logs this at CRITICAL, as
+            // "(<client label>) Transaction timeout after N seconds"; log
+            // watchers and ZEO's own tests (checkTimeout) look for it.
             tracing::error!(
                 critical = true,
                 storage = %served.name,
                 conn,
-                client = %label,
-                "Transaction timeout after {} seconds",
+                "({label}) Transaction timeout after {} seconds",
                 timeout.map_or(0.0, |t| t.as_secs_f64())
             );
             txn.abort();
