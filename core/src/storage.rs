@@ -220,6 +220,20 @@ pub trait ReadStorage: Send + Sync {
     // overrides these; the defaults say blobs are unsupported, as ZODB
     // storages without one do.
 
+    /// Whether [`ReadStorage::prefetch`] does anything: true for storages
+    /// whose loads are round trips worth starting early (a ZEO client).
+    fn supports_prefetch(&self) -> bool {
+        false
+    }
+
+    /// Starts loading the revisions of `oids` current before `before`
+    /// without waiting (ZODB's `IPrefetch.prefetch`), so that the loads
+    /// which follow are answered from a cache. A hint: errors are left for
+    /// those loads; storages without a cache ignore it.
+    fn prefetch(&self, oids: &[Oid], before: Tid) {
+        let _ = (oids, before);
+    }
+
     /// Whether [`ReadStorage::load_blob`] and [`TpcTxn::store_blob`] can
     /// work (ZODB: the storage provides `IBlobStorage`).
     fn supports_blobs(&self) -> bool {

@@ -49,3 +49,37 @@ fn smoke() {
     }
     let _ = Tid::ZERO;
 }
+
+/// `prefetch` starts loads without waiting; once their replies are in,
+/// the loads that follow are cache hits with the server's data.
+#[test]
+fn prefetched_revisions_are_answered_from_the_cache() {
+    let db = zodb_it::project_fixtures().join("history/Data.fs");
+    let Some(server) = ZeoServer::start(ServerKind::RunZeo, Some(&db), &Default::default()) else {
+        return;
+    };
+    let zeo = ZeoClient::connect(
+        Address::tcp("127.0.0.1", server.port()),
+        ClientOptions::default(),
+    )
+    .unwrap();
+    assert!(zeo.supports_prefetch());
+    let oids: Vec<Oid> = (1..=5).map(Oid).collect();
+    let before = zeo.last_transaction().next();
+    zeo.prefetch(&oids, before);
+    // A round trip after the prefetch: its replies came before this one's.
+    zeo.ping().unwrap();
+    let misses = zeo.cache_stats().misses;
+    let fs = filestorage::FileStorage::open_read_only(&db).unwrap();
+    for &oid in &oids {
+        let got = zeo.load_before(oid, before).unwrap().unwrap();
+        let want = fs.load_before(oid, before).unwrap().unwrap();
+        assert_eq!((got.data, got.serial), (want.data, want.serial), "{oid}");
+    }
+    let stats = zeo.cache_stats();
+    assert_eq!(
+        stats.misses, misses,
+        "every load after the prefetch hit the cache"
+    );
+    assert!(stats.hits >= oids.len() as u64);
+}

@@ -337,9 +337,16 @@ impl Shared {
     fn cache_loaded(&self, generation: u64, oid: Oid, rev: &LoadedRevision) {
         let mut v = self.view();
         if v.ready_generation == generation {
-            // A copy: the reply is a slice of a read buffer that other
-            // frames share, which a cached slice would keep alive.
-            let data = Bytes::copy_from_slice(&rev.data);
+            // A small record is copied: it is a slice of a read buffer
+            // that other frames share, which a cached slice would keep
+            // alive. A large one (a wendelin block) is most of its own
+            // frame's buffer, so keeping the slice wastes little and saves
+            // copying megabytes per load.
+            let data = if rev.data.len() >= SHARE_CACHED_RECORDS_FROM {
+                rev.data.clone()
+            } else {
+                Bytes::copy_from_slice(&rev.data)
+            };
             v.cache.store(oid, rev.start, rev.end, data);
         }
     }
@@ -489,6 +496,10 @@ impl PendingLoad {
         }
     }
 }
+
+/// Records at least this long are cached as slices of their reply frame
+/// instead of copies (see `Shared::cache_loaded`).
+const SHARE_CACHED_RECORDS_FROM: usize = 64 << 10;
 
 /// A ZODB storage served by a ZEO server (Python's `runzeo` or `zodbrs
 /// serve`). See the [module documentation](self).

@@ -106,6 +106,20 @@ impl ReadStorage for ZeoClient {
         self.shared().blob_cache().is_ok()
     }
 
+    fn supports_prefetch(&self) -> bool {
+        true
+    }
+
+    /// ClientStorage's `prefetch`: a `loadBefore` per oid is sent and not
+    /// waited for; the replies go into the cache as they arrive (a load of
+    /// the same revision meanwhile joins the one in flight).
+    fn prefetch(&self, oids: &[Oid], before: Tid) {
+        for &oid in oids {
+            // Errors are the later load's to report.
+            let _ = self.start_load_before(oid, before);
+        }
+    }
+
     /// ClientStorage's `loadBlob`: from the blob cache, downloading it
     /// with `sendBlob` first if need be (module `blob`).
     fn load_blob(&self, oid: Oid, serial: Tid) -> Result<std::path::PathBuf> {
