@@ -708,7 +708,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let db = open_url(&path, Access::READ)?;
             let mut bar = None;
             tools::bigfile::cat(db.read(), oid, at, &mut out, &mut |done, total| {
-                bar.get_or_insert_with(|| tools::bigfile::ByteProgress::new("cat", total))
+                bar.get_or_insert_with(|| tools::progress::StreamProgress::new("cat", Some(total)))
                     .at(done)
             })?;
         }
@@ -734,8 +734,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let db = open_url(&path, Access::READ)?;
             let mut bar = None;
             tools::array::export(db.read(), oid, at, &npy, &mut |done, total| {
-                bar.get_or_insert_with(|| tools::bigfile::ByteProgress::new("export", total))
-                    .at(done)
+                bar.get_or_insert_with(|| {
+                    tools::progress::StreamProgress::new("export", Some(total))
+                })
+                .at(done)
             })?;
         }
         Cmd::Array {
@@ -760,8 +762,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let db = open_url(&path, Access::write(true).bulk())?;
             let mut bar = None;
             let report = tools::array::import(db.write(), &npy, &opts, &mut |done, total| {
-                bar.get_or_insert_with(|| tools::bigfile::ByteProgress::new("import", total))
-                    .at(done)
+                bar.get_or_insert_with(|| {
+                    tools::progress::StreamProgress::new("import", Some(total))
+                })
+                .at(done)
             })?;
             drop(bar);
             db.sync()?;
@@ -823,8 +827,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 to,
                 txn_mib.max(1) << 20,
                 &mut |done, total| {
-                    bar.get_or_insert_with(|| tools::bigfile::ByteProgress::new("convert", total))
-                        .at(done)
+                    bar.get_or_insert_with(|| {
+                        tools::progress::StreamProgress::new("convert", Some(total))
+                    })
+                    .at(done)
                 },
             )?;
             drop(bar);

@@ -300,12 +300,15 @@ impl MemoryStorage {
         committed_data: Option<&Bytes>,
     ) -> Option<Bytes> {
         let resolver = self.resolver()?;
-        let old_data = self.load_serial(oid, old).ok()?;
-        let committed_data = match committed_data {
-            Some(d) => d.clone(),
-            None => self.load_serial(oid, committed).ok()?,
-        };
-        resolver.resolve(oid, &old_data, &committed_data, new)
+        crate::storage::try_resolve(
+            self,
+            &*resolver,
+            oid,
+            committed,
+            old,
+            new,
+            committed_data.cloned(),
+        )
     }
 
     /// Removes history up to and including `pack_time` (and, with `gc`,

@@ -284,6 +284,27 @@ pub trait ConflictResolver: Send + Sync {
     fn resolve(&self, oid: Oid, old: &[u8], committed: &[u8], new: &[u8]) -> Option<Bytes>;
 }
 
+/// ZODB's `tryToResolveConflict` against a storage: loads the revision the
+/// writer started from (`old`) and the committed one (unless the caller
+/// has it), and merges them with `new` through `resolver`. `None` when a
+/// revision cannot be loaded or the resolver declines: the store conflicts.
+pub fn try_resolve<S: ReadStorage + ?Sized>(
+    storage: &S,
+    resolver: &dyn ConflictResolver,
+    oid: Oid,
+    committed: Tid,
+    old: Tid,
+    new: &[u8],
+    committed_data: Option<Bytes>,
+) -> Option<Bytes> {
+    let old_data = storage.load_serial(oid, old).ok()?;
+    let committed_data = match committed_data {
+        Some(d) => d,
+        None => storage.load_serial(oid, committed).ok()?,
+    };
+    resolver.resolve(oid, &old_data, &committed_data, new)
+}
+
 /// One entry of `undoLog`/`undoInfo`: a transaction that may be undone.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct UndoEntry {

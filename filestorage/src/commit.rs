@@ -587,14 +587,16 @@ impl FsTxn<'_> {
         new: &[u8],
         committed_data: Option<&[u8]>,
     ) -> Option<Bytes> {
-        use zodb_core::ReadStorage;
         let resolver = self.resolver()?;
-        let old_data = self.fs.load_serial(oid, old).ok()?;
-        let committed_data = match committed_data {
-            Some(d) => Bytes::copy_from_slice(d),
-            None => self.fs.load_serial(oid, committed).ok()?,
-        };
-        resolver.resolve(oid, &old_data, &committed_data, new)
+        zodb_core::storage::try_resolve(
+            self.fs,
+            &*resolver,
+            oid,
+            committed,
+            old,
+            new,
+            committed_data.map(Bytes::copy_from_slice),
+        )
     }
 
     /// Reads the data of a record written earlier in this transaction.

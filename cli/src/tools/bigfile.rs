@@ -2,13 +2,11 @@
 //! transaction, holes as zeros; what wcfs serves as `head/bigfile/<oid>`
 //! (size `(maxKey + 1) * blksize`).
 //!
-//! Also the helpers the wendelin tools share: the `OID` argument and a
-//! byte-count progress bar.
+//! Also the helpers the wendelin tools share: the `OID` argument and the
+//! snapshot to read at.
 
-use std::io::{IsTerminal, Write};
-use std::time::{Duration, Instant};
+use std::io::Write;
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use zblk::file::ZBigFile;
 use zodb_core::storage::Snapshot;
 use zodb_core::{Oid, ReadStorage, Tid};
@@ -36,62 +34,6 @@ pub fn snapshot<'s>(
     match at {
         Some(tid) => Snapshot::at(stor, tid),
         None => Snapshot::latest(stor),
-    }
-}
-
-/// A bar of bytes done out of a total, drawn on stderr only when stderr is
-/// a terminal and the work has run for a second (pipes and tests stay
-/// quiet, small files do not flash a bar). Dropping it clears the bar.
-#[derive(Debug)]
-pub struct ByteProgress {
-    enabled: bool,
-    what: &'static str,
-    total: u64,
-    started: Instant,
-    bar: Option<ProgressBar>,
-}
-
-impl ByteProgress {
-    /// Progress of `what` towards `total` bytes.
-    pub fn new(what: &'static str, total: u64) -> ByteProgress {
-        ByteProgress {
-            enabled: std::io::stderr().is_terminal(),
-            what,
-            total,
-            started: Instant::now(),
-            bar: None,
-        }
-    }
-
-    /// Reports `done` bytes.
-    pub fn at(&mut self, done: u64) {
-        if !self.enabled {
-            return;
-        }
-        if self.bar.is_none() {
-            if self.started.elapsed() < Duration::from_secs(1) {
-                return;
-            }
-            let bar = ProgressBar::with_draw_target(Some(self.total), ProgressDrawTarget::stderr());
-            let style = ProgressStyle::with_template(
-                "{msg} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} ({bytes_per_sec}, eta {eta})",
-            )
-            .unwrap_or_else(|_| ProgressStyle::default_bar());
-            bar.set_style(style);
-            bar.set_message(self.what);
-            self.bar = Some(bar);
-        }
-        if let Some(bar) = &self.bar {
-            bar.set_position(done);
-        }
-    }
-}
-
-impl Drop for ByteProgress {
-    fn drop(&mut self) {
-        if let Some(bar) = self.bar.take() {
-            bar.finish_and_clear();
-        }
     }
 }
 
