@@ -18,7 +18,7 @@
 
 use bytes::Bytes;
 
-use crate::encoding::{DecodeError, EncodeError, Encoding, GlobalPolicy};
+use crate::encoding::{DecodeError, EncodeError, Encoding, GlobalPolicy, Payload};
 use crate::value::Value;
 
 /// The method name of replies (and of the heartbeat).
@@ -161,6 +161,12 @@ impl Message {
     /// Encodes the message as one frame payload.
     pub fn encode(&self, encoding: Encoding) -> Result<Bytes, EncodeError> {
         encoding.encode(&self.to_value())
+    }
+
+    /// Encodes as [`Message::encode`] does, large byte strings shared
+    /// rather than copied (see [`Encoding::encode_payload`]).
+    pub fn encode_payload(&self, encoding: Encoding) -> Result<Payload, EncodeError> {
+        encoding.encode_payload(&self.to_value())
     }
 
     /// Decodes one frame payload sent by the peer `policy` names.

@@ -19,7 +19,7 @@
 use bytes::Bytes;
 use zodb_core::{Oid, Tid};
 
-use crate::encoding::{EncodeError, Encoding, GlobalPolicy};
+use crate::encoding::{EncodeError, Encoding, GlobalPolicy, Payload};
 use crate::exception::ZeoException;
 use crate::message::{Message, MessageError};
 use crate::value::Value;
@@ -234,6 +234,12 @@ impl ServerMessage {
     /// Encodes as one frame payload.
     pub fn encode(&self, encoding: Encoding) -> Result<Bytes, EncodeError> {
         self.to_message().encode(encoding)
+    }
+
+    /// Encodes as one frame payload, large byte strings (data records)
+    /// shared rather than copied.
+    pub fn encode_payload(&self, encoding: Encoding) -> Result<Payload, EncodeError> {
+        self.to_message().encode_payload(encoding)
     }
 
     /// Types a decoded message (client side).

@@ -229,6 +229,23 @@ fn encoding() -> impl Strategy<Value = Encoding> {
     prop_oneof![Just(Encoding::Pickle), Just(Encoding::Msgpack)]
 }
 
+/// The byte strings of `v` large enough to be shared by a payload.
+fn collect_large(v: &Value, out: &mut Vec<Bytes>) {
+    match v {
+        Value::Bytes(b) | Value::Py2Str(b) if b.len() >= zeo_proto::encoding::SHARE_MIN => {
+            out.push(b.clone())
+        }
+        Value::Tuple(items) | Value::List(items) | Value::Set(items) | Value::FrozenSet(items) => {
+            items.iter().for_each(|i| collect_large(i, out))
+        }
+        Value::Dict(items) => items.iter().for_each(|(k, v)| {
+            collect_large(k, out);
+            collect_large(v, out);
+        }),
+        _ => {}
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 400, ..ProptestConfig::default() })]
 
@@ -236,6 +253,24 @@ proptest! {
     fn pickle_values_round_trip(v in pickle_value()) {
         let bytes = Encoding::Pickle.encode(&v).unwrap();
         prop_assert_eq!(Encoding::Pickle.decode(&bytes, GlobalPolicy::FromClient).unwrap(), v);
+    }
+
+    /// A payload's parts make the same bytes as the one-buffer encoding,
+    /// and every large byte string is one of the parts, not a copy.
+    #[test]
+    fn payload_parts_are_the_encoding(v in pickle_value(), mv in msgpack_value()) {
+        for (enc, v) in [(Encoding::Pickle, &v), (Encoding::Msgpack, &mv)] {
+            let whole = enc.encode(v).unwrap();
+            let payload = enc.encode_payload(v).unwrap();
+            let joined: Vec<u8> = payload.parts().iter().flat_map(|p| p.iter().copied()).collect();
+            prop_assert_eq!(&joined[..], &whole[..]);
+            prop_assert_eq!(payload.len(), whole.len());
+            let mut large = Vec::new();
+            collect_large(v, &mut large);
+            for b in large {
+                prop_assert!(payload.parts().iter().any(|p| p.as_ptr() == b.as_ptr() && p.len() == b.len()));
+            }
+        }
     }
 
     #[test]

@@ -17,7 +17,7 @@
 pub mod msgpack;
 pub mod pickle;
 
-use bytes::Bytes;
+use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::value::Value;
 
@@ -50,10 +50,20 @@ impl Encoding {
 
     /// Encodes a value as ZEO's encoder for this format would.
     pub fn encode(self, value: &Value) -> Result<Bytes, EncodeError> {
+        self.encode_payload(value).map(Payload::into_bytes)
+    }
+
+    /// Encodes a value as [`Encoding::encode`] does, but shares byte
+    /// strings of [`SHARE_MIN`] bytes or more instead of copying them: a
+    /// 2 MiB data record goes from the storage to the socket without
+    /// another copy in between.
+    pub fn encode_payload(self, value: &Value) -> Result<Payload, EncodeError> {
+        let mut out = PayloadWriter::default();
         match self {
-            Encoding::Pickle => pickle::encode(value),
-            Encoding::Msgpack => msgpack::encode(value),
+            Encoding::Pickle => pickle::save_message(&mut out, value)?,
+            Encoding::Msgpack => msgpack::write_message(&mut out, value)?,
         }
+        Ok(out.finish())
     }
 
     /// Decodes a frame payload. `policy` says who sent it, which decides
@@ -63,6 +73,118 @@ impl Encoding {
             Encoding::Pickle => pickle::decode(data, policy),
             Encoding::Msgpack => msgpack::decode(data),
         }
+    }
+}
+
+/// Byte strings at least this long are shared by an encoded [`Payload`]
+/// rather than copied into it. Below this, one contiguous buffer (and one
+/// `write`) costs less than a vectored write.
+pub const SHARE_MIN: usize = 64 << 10;
+
+/// An encoded frame payload: its bytes are the concatenation of
+/// [`Payload::parts`], in order. Large byte strings of the value are parts
+/// of their own, shared with whoever else holds them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Payload {
+    parts: Vec<Bytes>,
+    len: usize,
+}
+
+impl Payload {
+    /// The pieces, in order.
+    pub fn parts(&self) -> &[Bytes] {
+        &self.parts
+    }
+
+    /// Total length in bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the payload has no bytes.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The payload as one buffer (a copy when it has several parts).
+    pub fn into_bytes(mut self) -> Bytes {
+        match self.parts.len() {
+            0 => Bytes::new(),
+            1 => self.parts.pop().unwrap_or_default(),
+            _ => {
+                let mut out = BytesMut::with_capacity(self.len);
+                for p in &self.parts {
+                    out.put_slice(p);
+                }
+                out.freeze()
+            }
+        }
+    }
+}
+
+/// Where the encoders write: a growing buffer, cut into a new part
+/// wherever a large byte string is shared.
+#[derive(Debug, Default)]
+pub(crate) struct PayloadWriter {
+    buf: BytesMut,
+    parts: Vec<Bytes>,
+    len: usize,
+}
+
+impl PayloadWriter {
+    /// Appends `b`: shared when large, copied otherwise.
+    pub(crate) fn put_bytes(&mut self, b: &Bytes) {
+        if b.len() >= SHARE_MIN {
+            self.cut();
+            self.len += b.len();
+            self.parts.push(b.clone());
+        } else {
+            self.buf.put_slice(b);
+        }
+    }
+
+    fn cut(&mut self) {
+        if !self.buf.is_empty() {
+            let head = self.buf.split().freeze();
+            self.len += head.len();
+            self.parts.push(head);
+        }
+    }
+
+    /// The payload as one buffer.
+    pub(crate) fn finish_bytes(self) -> Bytes {
+        self.finish().into_bytes()
+    }
+
+    fn finish(mut self) -> Payload {
+        self.cut();
+        Payload {
+            parts: self.parts,
+            len: self.len,
+        }
+    }
+}
+
+impl std::ops::Deref for PayloadWriter {
+    type Target = BytesMut;
+    fn deref(&self) -> &BytesMut {
+        &self.buf
+    }
+}
+
+impl std::ops::DerefMut for PayloadWriter {
+    fn deref_mut(&mut self) -> &mut BytesMut {
+        &mut self.buf
+    }
+}
+
+impl std::io::Write for PayloadWriter {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.buf.put_slice(data);
+        Ok(data.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 

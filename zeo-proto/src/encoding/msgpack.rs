@@ -17,10 +17,10 @@
 //! bytes, trailing bytes are an error, ext types are refused. Every length
 //! is checked against the bytes that remain before anything is allocated.
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{BufMut, Bytes};
 use rmp::Marker;
 
-use super::{DecodeError, EncodeError, MAX_DEPTH};
+use super::{DecodeError, EncodeError, MAX_DEPTH, PayloadWriter};
 use crate::value::{ObjectKind, Value};
 
 /// Decodes exactly one msgpack value filling `data`.
@@ -206,9 +206,14 @@ impl Reader<'_> {
 
 /// Packs `value` as `packb(value, use_bin_type=True)` does.
 pub fn encode(value: &Value) -> Result<Bytes, EncodeError> {
-    let mut out = BytesMut::with_capacity(64).writer();
-    write(&mut out, value, 0)?;
-    Ok(out.into_inner().freeze())
+    let mut out = PayloadWriter::default();
+    write_message(&mut out, value)?;
+    Ok(out.finish_bytes())
+}
+
+/// The whole packing of `value`, into `out`.
+pub(crate) fn write_message(out: &mut PayloadWriter, value: &Value) -> Result<(), EncodeError> {
+    write(out, value, 0)
 }
 
 fn fail(what: impl Into<String>) -> EncodeError {
@@ -218,7 +223,7 @@ fn fail(what: impl Into<String>) -> EncodeError {
     }
 }
 
-type Out = bytes::buf::Writer<BytesMut>;
+type Out = PayloadWriter;
 
 fn len32(n: usize, what: &str) -> Result<u32, EncodeError> {
     u32::try_from(n).map_err(|_| fail(format!("{what} of {n} items or bytes")))
@@ -246,12 +251,12 @@ fn write(out: &mut Out, v: &Value, depth: usize) -> Result<(), EncodeError> {
         Value::Bytes(b) | Value::Py2Str(b) => {
             rmp::encode::write_bin_len(out, len32(b.len(), "bytes")?)
                 .map_err(|_| fail("(write error)"))?;
-            out.get_mut().put_slice(b);
+            out.put_bytes(b);
         }
         Value::Str(s) => {
             rmp::encode::write_str_len(out, len32(s.len(), "str")?)
                 .map_err(|_| fail("(write error)"))?;
-            out.get_mut().put_slice(s.as_bytes());
+            out.put_slice(s.as_bytes());
         }
         Value::Tuple(items) | Value::List(items) => {
             rmp::encode::write_array_len(out, len32(items.len(), "array")?)

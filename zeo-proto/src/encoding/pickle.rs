@@ -22,7 +22,7 @@
 use bytes::{BufMut, Bytes, BytesMut};
 use zodb_core::pickle::{Decoder, Graph, Node, NodeId, Object as PObject, ObjectKind as PKind};
 
-use super::{DecodeError, EncodeError, GlobalPolicy, MAX_DEPTH};
+use super::{DecodeError, EncodeError, GlobalPolicy, MAX_DEPTH, PayloadWriter};
 use crate::value::{Global, Object, ObjectKind, Value};
 
 /// Decodes one pickle (the first one in `data`; trailing bytes are ignored
@@ -359,12 +359,18 @@ const BATCHSIZE: usize = 1000;
 
 /// Pickles `value` as `Pickler(f, 3)` with `fast = 1` does.
 pub fn encode(value: &Value) -> Result<Bytes, EncodeError> {
-    let mut out = BytesMut::with_capacity(64);
+    let mut out = PayloadWriter::default();
+    save_message(&mut out, value)?;
+    Ok(out.finish_bytes())
+}
+
+/// The whole pickle of `value`, into `out`.
+pub(crate) fn save_message(out: &mut PayloadWriter, value: &Value) -> Result<(), EncodeError> {
     out.put_u8(PROTO);
     out.put_u8(3);
-    save(&mut out, value, 0)?;
+    save(out, value, 0)?;
     out.put_u8(STOP);
-    Ok(out.freeze())
+    Ok(())
 }
 
 fn too_big(what: &str) -> EncodeError {
@@ -378,7 +384,7 @@ fn len_u32(len: usize, what: &str) -> Result<u32, EncodeError> {
     u32::try_from(len).map_err(|_| too_big(what))
 }
 
-fn save(out: &mut BytesMut, v: &Value, depth: usize) -> Result<(), EncodeError> {
+fn save(out: &mut PayloadWriter, v: &Value, depth: usize) -> Result<(), EncodeError> {
     if depth > MAX_DEPTH {
         return Err(too_big("a value nested this deeply"));
     }
@@ -398,7 +404,7 @@ fn save(out: &mut BytesMut, v: &Value, depth: usize) -> Result<(), EncodeError> 
                 out.put_u8(BINBYTES);
                 out.put_u32_le(len_u32(b.len(), "bytes over 4 GiB")?);
             }
-            out.put_slice(b);
+            out.put_bytes(b);
         }
         Value::Py2Str(b) => {
             if let Ok(n) = u8::try_from(b.len()) {
@@ -408,7 +414,7 @@ fn save(out: &mut BytesMut, v: &Value, depth: usize) -> Result<(), EncodeError> 
                 out.put_u8(BINSTRING);
                 out.put_u32_le(len_u32(b.len(), "str over 4 GiB")?);
             }
-            out.put_slice(b);
+            out.put_bytes(b);
         }
         Value::Str(s) => {
             out.put_u8(BINUNICODE);
@@ -498,7 +504,7 @@ fn save_global(out: &mut BytesMut, g: &Global) {
     out.put_u8(b'\n');
 }
 
-fn save_tuple(out: &mut BytesMut, items: &[Value], depth: usize) -> Result<(), EncodeError> {
+fn save_tuple(out: &mut PayloadWriter, items: &[Value], depth: usize) -> Result<(), EncodeError> {
     if items.is_empty() {
         out.put_u8(EMPTY_TUPLE);
         return Ok(());
@@ -519,7 +525,11 @@ fn save_tuple(out: &mut BytesMut, items: &[Value], depth: usize) -> Result<(), E
     Ok(())
 }
 
-fn save_list_items(out: &mut BytesMut, items: &[Value], depth: usize) -> Result<(), EncodeError> {
+fn save_list_items(
+    out: &mut PayloadWriter,
+    items: &[Value],
+    depth: usize,
+) -> Result<(), EncodeError> {
     if let [only] = items {
         save(out, only, depth + 1)?;
         out.put_u8(APPEND);
@@ -536,7 +546,7 @@ fn save_list_items(out: &mut BytesMut, items: &[Value], depth: usize) -> Result<
 }
 
 fn save_dict_items(
-    out: &mut BytesMut,
+    out: &mut PayloadWriter,
     items: &[(Value, Value)],
     depth: usize,
 ) -> Result<(), EncodeError> {

@@ -36,7 +36,7 @@ use super::storage::{Notice, Served, now_f64};
 use super::txn::{
     BlobUpload, Decision, Lock, Op, Phase, TxnBuf, VoteJob, VoteOutcome, vote_worker,
 };
-use crate::encoding::{Encoding, GlobalPolicy};
+use crate::encoding::{Encoding, GlobalPolicy, Payload};
 use crate::exception::ZeoException;
 use crate::frame::{FrameCodec, HEADER_LEN};
 use crate::handshake::{self, ClientHello};
@@ -418,9 +418,24 @@ where
             .map_err(|e| End::Io(e.to_string()))
     }
 
+    /// Queues a payload; one with large shared parts (a data record) is
+    /// written at once, after what is queued, straight from its parts.
+    async fn feed_payload(&mut self, p: Payload) -> Result<(), End> {
+        if p.parts().len() <= 1 {
+            return self.feed(p.into_bytes()).await;
+        }
+        SinkExt::<Bytes>::flush(&mut self.framed)
+            .await
+            .map_err(|e| End::Io(e.to_string()))?;
+        let max = self.framed.codec().max_frame_length();
+        crate::frame::write_frame_parts(self.framed.get_mut(), p.parts(), max)
+            .await
+            .map_err(|e| End::Io(e.to_string()))
+    }
+
     async fn send(&mut self, msg: ServerMessage) -> Result<(), End> {
-        match msg.encode(self.enc) {
-            Ok(p) => self.feed(p).await,
+        match msg.encode_payload(self.enc) {
+            Ok(p) => self.feed_payload(p).await,
             Err(e) => {
                 // What Python's server does with an unpicklable result.
                 tracing::error!(conn = self.id, error = %e, "unencodable response");
