@@ -702,7 +702,9 @@ fn make_bench_npy(path: &Path, mib: u64) -> Result<(), ToolError> {
 
 /// One run of our writer on a fresh FileStorage at `db`: the array's
 /// bytes (in memory) stored block by block, a commit every `txn_blocks`,
-/// as the Python reference does; seconds taken, blocks stored.
+/// as the Python reference does; seconds taken, blocks stored. The array
+/// gets `total` bytes: when that is more than the buffer holds, the buffer
+/// is stored again and again (an array larger than what is in memory).
 fn write_run(
     db: &Path,
     data: &bytes::Bytes,
@@ -710,6 +712,7 @@ fn write_run(
     blksize: u64,
     format: zblk::write::WriteFormat,
     txn_blocks: u64,
+    total: u64,
 ) -> Result<(f64, u64), ToolError> {
     use zblk::write::{ArraySpec, Writer, WriterOptions};
     remove_storage(db);
@@ -731,9 +734,11 @@ fn write_run(
     w.commit(zodb_core::TxnMeta::default())?;
     let (mut pending, mut blocks) = (0u64, 0u64);
     let n = data.len() as u64;
-    for blk in 0..n.div_ceil(blksize) {
-        let start = (blk * blksize) as usize;
-        let end = ((blk + 1) * blksize).min(n) as usize;
+    let per_copy = n.div_ceil(blksize).max(1);
+    for blk in 0..total.max(n).div_ceil(blksize) {
+        let b = blk % per_copy;
+        let start = (b * blksize).min(n) as usize;
+        let end = ((b + 1) * blksize).min(n) as usize;
         let block = data.slice(start..end);
         if block.iter().all(|&b| b == 0) {
             continue;
@@ -801,7 +806,15 @@ pub fn bench_array_write(
     let raw = std::fs::read(&npy).map_err(|e| ToolError::io(&npy, e))?;
     let data = bytes::Bytes::from(raw).slice(hlen as usize..);
     let db = dir.join("ours_write.fs");
-    let (write_s, blocks) = write_run(&db, &data, &header.shape, blksize, format, txn_blocks)?;
+    let (write_s, blocks) = write_run(
+        &db,
+        &data,
+        &header.shape,
+        blksize,
+        format,
+        txn_blocks,
+        data.len() as u64,
+    )?;
     let size = std::fs::metadata(&db).map(|m| m.len()).unwrap_or(0);
     drop(data);
     remove_storage(&db);
@@ -949,9 +962,11 @@ pub fn bench_pager(
     drop(a);
     fs.sync()?;
     drop(fs);
-    // The same bytes through the writer directly (what `array import`
-    // does from memory): the FileStorage write side's own block-write
-    // throughput, which the pager's commit is measured against.
+    // As many bytes, in transactions of the same size, through the writer
+    // directly (what `array import` does from memory): the FileStorage
+    // write side's own block-write throughput, which the pager's commit is
+    // measured against. Equal sizes matter: the disk's write-back slows
+    // down as more of the file is dirty.
     let direct_gbs = {
         let wmib = mib.min(1024);
         let mut buf = vec![0u8; usize::try_from(wmib << 20).unwrap_or(0)];
@@ -963,13 +978,14 @@ pub fn bench_pager(
         let (s, _) = write_run(
             &wdb,
             &data,
-            &[(wmib << 20) / 8],
+            &[n],
             DEFAULT_BLKSIZE,
             WriteFormat::ZBlk0,
             (1u64 << 30) / DEFAULT_BLKSIZE,
+            nbytes,
         )?;
         remove_storage(&wdb);
-        (wmib << 20) as f64 / 1e9 / s
+        nbytes as f64 / 1e9 / s
     };
 
     // Python, on the file we just wrote and from memory.
