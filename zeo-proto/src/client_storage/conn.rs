@@ -31,7 +31,7 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use tokio_util::codec::{FramedRead, FramedWrite};
 use zodb_core::{Oid, Tid};
 
-use crate::encoding::Encoding;
+use crate::encoding::{Encoding, Payload};
 use crate::exception::ZeoException;
 use crate::frame::FrameCodec;
 use crate::message::Message;
@@ -131,7 +131,7 @@ pub(crate) struct Conn {
     /// Counts connections of this client, from 1.
     pub(crate) generation: u64,
     pub(crate) encoding: Encoding,
-    out: mpsc::Sender<Bytes>,
+    out: mpsc::Sender<Payload>,
     table: Mutex<Table>,
     kill: Notify,
     /// Blobs requested with `sendBlob` and not yet taken by the caller.
@@ -171,7 +171,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Conn {
-    fn new(generation: u64, encoding: Encoding, out: mpsc::Sender<Bytes>) -> Conn {
+    fn new(generation: u64, encoding: Encoding, out: mpsc::Sender<Payload>) -> Conn {
         Conn {
             generation,
             encoding,
@@ -270,7 +270,7 @@ impl Conn {
     }
 
     /// Registers `waiter` under a fresh msgid and encodes the call.
-    fn register(&self, req: &Request, waiter: Waiter) -> Result<Bytes, CallError> {
+    fn register(&self, req: &Request, waiter: Waiter) -> Result<Payload, CallError> {
         let msgid = {
             let mut t = lock(&self.table);
             if let Some(reason) = &t.dead {
@@ -281,7 +281,10 @@ impl Conn {
             t.pending.insert(Key::Id(id), waiter);
             id
         };
-        match req.to_message(Value::from(msgid)).encode(self.encoding) {
+        match req
+            .to_message(Value::from(msgid))
+            .encode_payload(self.encoding)
+        {
             Ok(frame) => Ok(frame),
             Err(e) => {
                 lock(&self.table).pending.remove(&Key::Id(msgid));
@@ -298,18 +301,18 @@ impl Conn {
     }
 
     /// Encodes an async call (no reply).
-    fn encode_async(&self, req: &Request) -> Result<Bytes, CallError> {
+    fn encode_async(&self, req: &Request) -> Result<Payload, CallError> {
         self.check_alive()?;
         req.to_message(Value::Int(0))
-            .encode(self.encoding)
+            .encode_payload(self.encoding)
             .map_err(|e| CallError::Raised(ZeoException::type_error(&e.to_string())))
     }
 
-    fn push_blocking(&self, frame: Bytes) -> Result<(), CallError> {
+    fn push_blocking(&self, frame: Payload) -> Result<(), CallError> {
         self.out.blocking_send(frame).map_err(|_| self.lost())
     }
 
-    async fn push(&self, frame: Bytes) -> Result<(), CallError> {
+    async fn push(&self, frame: Payload) -> Result<(), CallError> {
         self.out.send(frame).await.map_err(|_| self.lost())
     }
 
@@ -406,7 +409,7 @@ impl Conn {
         let req = Request::LoadBefore { oid, before };
         let frame = req
             .to_message(Request::load_before_msgid(oid, before))
-            .encode(self.encoding)
+            .encode_payload(self.encoding)
             .map_err(|e| CallError::Raised(ZeoException::type_error(&e.to_string())))?;
         self.push_blocking(frame)?;
         Ok(pending)
@@ -569,9 +572,23 @@ async fn read_loop<R: AsyncRead + Unpin>(
     }
 }
 
+/// Queues one frame; a payload with large shared parts (a data record of
+/// a `storea`) is written at once, after what is queued, from its parts.
+async fn put<W: AsyncWrite + Unpin>(
+    writer: &mut FramedWrite<W, FrameCodec>,
+    frame: Payload,
+) -> Result<(), crate::frame::FrameError> {
+    if frame.parts().len() <= 1 {
+        return writer.feed(frame.into_bytes()).await;
+    }
+    SinkExt::<Bytes>::flush(writer).await?;
+    let max = writer.encoder().max_frame_length();
+    crate::frame::write_frame_parts(writer.get_mut(), frame.parts(), max).await
+}
+
 async fn write_loop<W: AsyncWrite + Unpin>(
     mut writer: FramedWrite<W, FrameCodec>,
-    mut rx: mpsc::Receiver<Bytes>,
+    mut rx: mpsc::Receiver<Payload>,
     heartbeat: Bytes,
 ) -> String {
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + HEARTBEAT, HEARTBEAT);
@@ -581,10 +598,10 @@ async fn write_loop<W: AsyncWrite + Unpin>(
                 // The connection object is gone: nobody can send any more.
                 None => return "connection dropped".to_owned(),
                 Some(frame) => async {
-                    writer.feed(frame).await?;
+                    put(&mut writer, frame).await?;
                     // Batch whatever else is queued into the same write.
                     while let Ok(more) = rx.try_recv() {
-                        writer.feed(more).await?;
+                        put(&mut writer, more).await?;
                     }
                     SinkExt::<Bytes>::flush(&mut writer).await
                 }.await,
