@@ -166,7 +166,7 @@ impl Message {
     /// Encodes as [`Message::encode`] does, large byte strings shared
     /// rather than copied (see [`Encoding::encode_payload`]).
     pub fn encode_payload(&self, encoding: Encoding) -> Result<Payload, EncodeError> {
-        encoding.encode_payload(&self.to_value())
+        encoding.encode_message(&self.msgid, &self.flags, &self.method, &self.args)
     }
 
     /// Decodes one frame payload sent by the peer `policy` names.

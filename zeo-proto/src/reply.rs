@@ -239,7 +239,16 @@ impl ServerMessage {
     /// Encodes as one frame payload, large byte strings (data records)
     /// shared rather than copied.
     pub fn encode_payload(&self, encoding: Encoding) -> Result<Payload, EncodeError> {
-        self.to_message().encode_payload(encoding)
+        match self {
+            // The common case, without cloning the result into a message.
+            ServerMessage::Reply { msgid, result } => encoding.encode_message(
+                msgid,
+                &Value::Int(crate::message::FLAG_RESULT),
+                crate::message::REPLY,
+                result,
+            ),
+            _ => self.to_message().encode_payload(encoding),
+        }
     }
 
     /// Types a decoded message (client side).

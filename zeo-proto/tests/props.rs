@@ -273,6 +273,26 @@ proptest! {
         }
     }
 
+    /// A message encoded from its parts is the encoding of its tuple.
+    #[test]
+    fn messages_encode_as_their_tuples(
+        msgid in pickle_value(), flags in pickle_value(), method in text(), args in pickle_value(),
+        mmsgid in msgpack_value(), mflags in msgpack_value(), margs in msgpack_value(),
+    ) {
+        for (enc, msg) in [
+            (Encoding::Pickle, Message { msgid, flags, method: method.clone(), args }),
+            (Encoding::Msgpack, Message { msgid: mmsgid, flags: mflags, method, args: margs }),
+        ] {
+            let whole = enc.encode(&msg.to_value()).unwrap();
+            prop_assert_eq!(msg.encode_payload(enc).unwrap().into_bytes(), whole.clone());
+            let reply = ServerMessage::Reply { msgid: msg.msgid.clone(), result: msg.args.clone() };
+            prop_assert_eq!(
+                reply.encode_payload(enc).unwrap().into_bytes(),
+                enc.encode(&reply.to_message().to_value()).unwrap()
+            );
+        }
+    }
+
     #[test]
     fn msgpack_values_round_trip(v in msgpack_value()) {
         let bytes = Encoding::Msgpack.encode(&v).unwrap();
@@ -337,5 +357,55 @@ proptest! {
         let _ = Incoming::decode(enc, &data);
         let _ = ServerMessage::decode(enc, &data);
         let _ = Message::decode(enc, &data, GlobalPolicy::FromServer);
+        fast_agrees(&data)?;
+    }
+
+    /// The fast pickle reader reads what it claims exactly as the general
+    /// decoder does, and claims every value without a set or dict.
+    #[test]
+    fn the_fast_pickle_reader_is_the_general_decoder(v in pickle_value()) {
+        let data = Encoding::Pickle.encode(&v).unwrap();
+        let fast = fast_agrees(&data)?;
+        prop_assert_eq!(fast.is_some(), !has_set_or_dict(&v), "{:?}", v);
+    }
+
+    #[test]
+    fn the_fast_pickle_reader_agrees_on_any_bytes(
+        data in proptest::collection::vec(any::<u8>(), 0..300),
+        v in pickle_value(),
+        edits in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..4),
+        cut in any::<prop::sample::Index>(),
+    ) {
+        let mut raw = b"\x80\x03".to_vec();
+        raw.extend(data);
+        fast_agrees(&Bytes::from(raw))?;
+        let mut near = Encoding::Pickle.encode(&v).unwrap().to_vec();
+        for (at, b) in edits {
+            let i = at.index(near.len());
+            near[i] = b;
+        }
+        near.truncate(cut.index(near.len() + 1));
+        fast_agrees(&Bytes::from(near))?;
+    }
+}
+
+/// When the fast reader decodes `data`, the general decoder decodes it to
+/// the same value.
+fn fast_agrees(data: &Bytes) -> Result<Option<Value>, TestCaseError> {
+    let fast = zeo_proto::encoding::pickle::decode_fast(data);
+    if let Some(f) = &fast {
+        // Compared as printed, so that a NaN read by both is equal.
+        let general = zeo_proto::encoding::pickle::decode_general(data, GlobalPolicy::FromClient)
+            .map(|g| format!("{g:?}"));
+        prop_assert_eq!(general, Ok(format!("{f:?}")), "{:?}", data);
+    }
+    Ok(fast)
+}
+
+fn has_set_or_dict(v: &Value) -> bool {
+    match v {
+        Value::Set(_) | Value::FrozenSet(_) | Value::Dict(_) => true,
+        Value::Tuple(items) | Value::List(items) => items.iter().any(has_set_or_dict),
+        _ => false,
     }
 }

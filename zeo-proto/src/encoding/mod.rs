@@ -14,6 +14,7 @@
 //! [`DecodeError::ForbiddenGlobal`] all the same: such a message has no
 //! meaning in ZEO and Python's server closes the connection on it too.
 
+mod fast_pickle;
 pub mod msgpack;
 pub mod pickle;
 
@@ -62,6 +63,26 @@ impl Encoding {
         match self {
             Encoding::Pickle => pickle::save_message(&mut out, value)?,
             Encoding::Msgpack => msgpack::write_message(&mut out, value)?,
+        }
+        Ok(out.finish())
+    }
+
+    /// Encodes the message tuple `(msgid, flags, method, args)` from its
+    /// parts, as [`Encoding::encode_payload`] encodes that tuple, without
+    /// building (and cloning into) it.
+    pub fn encode_message(
+        self,
+        msgid: &Value,
+        flags: &Value,
+        method: &str,
+        args: &Value,
+    ) -> Result<Payload, EncodeError> {
+        let mut out = PayloadWriter::default();
+        match self {
+            Encoding::Pickle => pickle::save_message_tuple(&mut out, msgid, flags, method, args)?,
+            Encoding::Msgpack => {
+                msgpack::write_message_tuple(&mut out, msgid, flags, method, args)?
+            }
         }
         Ok(out.finish())
     }
@@ -124,11 +145,23 @@ impl Payload {
 
 /// Where the encoders write: a growing buffer, cut into a new part
 /// wherever a large byte string is shared.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct PayloadWriter {
     buf: BytesMut,
     parts: Vec<Bytes>,
     len: usize,
+}
+
+impl Default for PayloadWriter {
+    /// Room for a typical message (a call, a small record's reply) without
+    /// growing.
+    fn default() -> PayloadWriter {
+        PayloadWriter {
+            buf: BytesMut::with_capacity(256),
+            parts: Vec::new(),
+            len: 0,
+        }
+    }
 }
 
 impl PayloadWriter {

@@ -211,6 +211,24 @@ pub fn encode(value: &Value) -> Result<Bytes, EncodeError> {
     Ok(out.finish_bytes())
 }
 
+/// The packing of the array `[msgid, flags, method, args]`, byte for byte
+/// what [`write_message`] writes for that tuple.
+pub(crate) fn write_message_tuple(
+    out: &mut PayloadWriter,
+    msgid: &Value,
+    flags: &Value,
+    method: &str,
+    args: &Value,
+) -> Result<(), EncodeError> {
+    rmp::encode::write_array_len(out, 4).map_err(|_| fail("(write error)"))?;
+    write(out, msgid, 1)?;
+    write(out, flags, 1)?;
+    rmp::encode::write_str_len(out, len32(method.len(), "str")?)
+        .map_err(|_| fail("(write error)"))?;
+    out.put_slice(method.as_bytes());
+    write(out, args, 1)
+}
+
 /// The whole packing of `value`, into `out`.
 pub(crate) fn write_message(out: &mut PayloadWriter, value: &Value) -> Result<(), EncodeError> {
     write(out, value, 0)

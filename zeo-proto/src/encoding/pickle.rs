@@ -28,6 +28,23 @@ use crate::value::{Global, Object, ObjectKind, Value};
 /// Decodes one pickle (the first one in `data`; trailing bytes are ignored
 /// as `Unpickler.load()` ignores them).
 pub fn decode(data: &Bytes, policy: GlobalPolicy) -> Result<Value, DecodeError> {
+    if let Some(v) = super::fast_pickle::decode(data) {
+        return Ok(v);
+    }
+    decode_general(data, policy)
+}
+
+/// What the fast reader makes of `data` (`None`: the general decoder's
+/// case); for tests that hold the two together.
+#[doc(hidden)]
+pub fn decode_fast(data: &Bytes) -> Option<Value> {
+    super::fast_pickle::decode(data)
+}
+
+/// [`decode`] through `zodb_core`'s decoder only (tests hold the fast
+/// reader to it).
+#[doc(hidden)]
+pub fn decode_general(data: &Bytes, policy: GlobalPolicy) -> Result<Value, DecodeError> {
     let mut decoder = Decoder::new(data.clone());
     let root = decoder.load()?;
     let graph = decoder.into_graph();
@@ -297,7 +314,7 @@ fn is_exception_class(g: &Global) -> bool {
     clippy::little_endian_bytes,
     reason = "pickle's LONG1/LONG4 are little-endian"
 )]
-fn long_to_i128(le: &[u8]) -> Result<i128, DecodeError> {
+pub(super) fn long_to_i128(le: &[u8]) -> Result<i128, DecodeError> {
     if le.is_empty() {
         return Ok(0);
     }
@@ -362,6 +379,29 @@ pub fn encode(value: &Value) -> Result<Bytes, EncodeError> {
     let mut out = PayloadWriter::default();
     save_message(&mut out, value)?;
     Ok(out.finish_bytes())
+}
+
+/// The pickle of the tuple `(msgid, flags, method, args)`, byte for byte
+/// what [`save_message`] writes for it.
+pub(crate) fn save_message_tuple(
+    out: &mut PayloadWriter,
+    msgid: &Value,
+    flags: &Value,
+    method: &str,
+    args: &Value,
+) -> Result<(), EncodeError> {
+    out.put_u8(PROTO);
+    out.put_u8(3);
+    out.put_u8(MARK);
+    save(out, msgid, 1)?;
+    save(out, flags, 1)?;
+    out.put_u8(BINUNICODE);
+    out.put_u32_le(len_u32(method.len(), "str over 4 GiB")?);
+    out.put_slice(method.as_bytes());
+    save(out, args, 1)?;
+    out.put_u8(TUPLE);
+    out.put_u8(STOP);
+    Ok(())
 }
 
 /// The whole pickle of `value`, into `out`.
