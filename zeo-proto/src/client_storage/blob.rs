@@ -85,9 +85,17 @@ impl Shared {
             (Ok(_), Some(Download { error: Some(e), .. })) => Err(e.into()),
             // The server answered without sending the whole file: it has
             // none (what ClientStorage concludes too).
-            (Ok(_), _) => Err(StorageError::NoBlob { oid, serial }),
+            (Ok(_), _) => Err(StorageError::NoBlob {
+                oid,
+                serial,
+                path: None,
+            }),
             (Err(ZeoError::Server(exc)), _) if matches!(*exc, ZeoException::PosKey(_)) => {
-                Err(StorageError::NoBlob { oid, serial })
+                Err(StorageError::NoBlob {
+                    oid,
+                    serial,
+                    path: None,
+                })
             }
             (Err(e), _) => Err(e.into()),
         };
