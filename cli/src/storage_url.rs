@@ -71,8 +71,9 @@ pub enum StorageUrl {
     Zeo {
         /// TCP `host:port` or a Unix socket.
         address: Address,
-        /// Storage name, read-only, cache size, timeouts... from the query.
-        options: ClientOptions,
+        /// Storage name, read-only, cache size, timeouts, blobs... from the
+        /// query (boxed: they are most of the URL's size).
+        options: Box<ClientOptions>,
     },
 }
 
@@ -322,7 +323,7 @@ pub fn open(url: &StorageUrl, access: Access) -> Result<Opened, OpenError> {
                     url: url.to_string(),
                 });
             }
-            let mut options = options.clone();
+            let mut options = ClientOptions::clone(options);
             if !access.write {
                 options.read_only = true;
             }
@@ -512,7 +513,10 @@ impl FromStr for StorageUrl {
                         options.min_backoff, options.max_backoff
                     )));
                 }
-                Ok(StorageUrl::Zeo { address, options })
+                Ok(StorageUrl::Zeo {
+                    address,
+                    options: Box::new(options),
+                })
             }
             other => Err(err(format!(
                 "unknown scheme {other:?} (zodbrs opens file:// and zeo:// URLs, or a path)"
@@ -679,7 +683,7 @@ mod tests {
 
     fn zeo(url: &str) -> (Address, ClientOptions) {
         match parse(url).unwrap() {
-            StorageUrl::Zeo { address, options } => (address, options),
+            StorageUrl::Zeo { address, options } => (address, *options),
             other => panic!("{url}: {other:?}"),
         }
     }
