@@ -19,18 +19,33 @@
 //!   of the client's object cache), `wait` / `wait_for_server_on_startup`
 //!   (wait for a server that is not up yet), `wait_timeout` (seconds),
 //!   `min_disconnect_poll` / `max_disconnect_poll` (reconnection backoff,
-//!   seconds), `name`, `client_label`, `blob_dir` (the client's blob cache
-//!   directory; without it blobs are unsupported; `shared_blob_dir` may
-//!   only be false). `client`, `var` and
-//!   `drop_cache_rather_verify` (ClientStorage's persistent cache, which
-//!   this client does not keep) and `debug` are accepted and ignored.
+//!   seconds), `name`, `client_label`, and the blob keys:
+//!   - `blob_dir`: the client's blob cache directory (created in ZEO's
+//!     `zeocache` layout); without it blobs are unsupported;
+//!   - `shared_blob_dir` (boolean): `blob_dir` is instead the server's own
+//!     blob directory, shared over a file system (it must say `bushy` in
+//!     its `.layout`); blobs are read and committed there, none is sent
+//!     over the connection;
+//!   - `blob_cache_size` (a size, as `cache_size`): the size the blob cache
+//!     is kept near by removing the least recently used blobs; unbounded
+//!     when absent. Only for a private cache: refused with
+//!     `shared_blob_dir=true`, and without `blob_dir`;
+//!   - `blob_cache_size_check` (an integer, zodburi's way: booleans count
+//!     as 1 and 0): how much may enter the cache between two size checks,
+//!     in percent of `blob_cache_size` (default 10, below 100).
+//!
+//!   `client`, `var` and `drop_cache_rather_verify` (ClientStorage's
+//!   persistent cache, which this client does not keep) and `debug` are
+//!   accepted and ignored.
 //! - Both: the `ZODB.DB` keys zodburi passes to the database, not to the
 //!   storage (`database_name`, `connection_cache_size`, ...), are accepted
 //!   and ignored: zodbrs opens storages, not databases.
 //!
-//! Anything else (`blob_cache_size`, `demostorage`, ZEO 4 authentication, an unknown
-//! key) is an error naming the key, so a URL never silently means less
-//! than it says.
+//! Anything else (`demostorage`, ZEO 4 authentication, an unknown key) is
+//! an error naming the key, and so are blob keys that cannot work
+//! together, so a URL never silently means less than it says. (ZEO's
+//! ClientStorage ignores `blob_cache_size` with a shared directory or
+//! without `blob_dir`; here that is an error.)
 //!
 //! ```no_run
 //! use zodbrs::storage_url::{open_read, open_write};
@@ -71,8 +86,9 @@ pub enum StorageUrl {
     Zeo {
         /// TCP `host:port` or a Unix socket.
         address: Address,
-        /// Storage name, read-only, cache size, timeouts... from the query.
-        options: ClientOptions,
+        /// Storage name, read-only, cache size, timeouts, blobs... from the
+        /// query (boxed: they are most of the URL's size).
+        options: Box<ClientOptions>,
     },
 }
 
@@ -322,7 +338,7 @@ pub fn open(url: &StorageUrl, access: Access) -> Result<Opened, OpenError> {
                     url: url.to_string(),
                 });
             }
-            let mut options = options.clone();
+            let mut options = ClientOptions::clone(options);
             if !access.write {
                 options.read_only = true;
             }
@@ -486,18 +502,22 @@ impl FromStr for StorageUrl {
                             options.blob_dir = Some(PathBuf::from(v));
                         }
                         "shared_blob_dir" => {
-                            if boolean(k, v).map_err(err)? {
-                                return Err(err(format!(
-                                    "{k}={v}: a blob directory shared with the server is not \
-                                     supported (the client downloads blobs into blob_dir)"
-                                )));
-                            }
+                            options.shared_blob_dir = boolean(k, v).map_err(err)?
                         }
-                        "blob_cache_size" | "blob_cache_size_check" => {
-                            return Err(err(format!(
-                                "{k}: not supported (the zodbrs ZEO client does not prune its \
-                                 blob cache)"
-                            )));
+                        "blob_cache_size" => {
+                            options.blob_cache_size = Some(byte_size(k, v).map_err(err)?);
+                        }
+                        "blob_cache_size_check" => {
+                            options.blob_cache_size_check = integer(k, v)
+                                .map_err(err)?
+                                .try_into()
+                                .ok()
+                                .filter(|&p: &u8| p < 100)
+                                .ok_or_else(|| {
+                                    err(format!(
+                                        "{k}={v}: a percentage of blob_cache_size, from 0 to 99"
+                                    ))
+                                })?;
                         }
                         "read_only_fallback" | "demostorage" | "username" | "password"
                         | "realm" => {
@@ -506,13 +526,33 @@ impl FromStr for StorageUrl {
                         _ => return Err(err(format!("unknown key {k:?} for zeo://"))),
                     }
                 }
+                if options.blob_dir.is_none() {
+                    for (set, key) in [
+                        (options.shared_blob_dir, "shared_blob_dir=true"),
+                        (options.blob_cache_size.is_some(), "blob_cache_size"),
+                    ] {
+                        if set {
+                            return Err(err(format!("{key} needs blob_dir")));
+                        }
+                    }
+                }
+                if options.shared_blob_dir && options.blob_cache_size.is_some() {
+                    return Err(err(
+                        "blob_cache_size limits a private blob cache, but shared_blob_dir=true \
+                         makes blob_dir the server's own directory, which a client never prunes"
+                            .into(),
+                    ));
+                }
                 if options.min_backoff > options.max_backoff {
                     return Err(err(format!(
                         "min_disconnect_poll ({:?}) is above max_disconnect_poll ({:?})",
                         options.min_backoff, options.max_backoff
                     )));
                 }
-                Ok(StorageUrl::Zeo { address, options })
+                Ok(StorageUrl::Zeo {
+                    address,
+                    options: Box::new(options),
+                })
             }
             other => Err(err(format!(
                 "unknown scheme {other:?} (zodbrs opens file:// and zeo:// URLs, or a path)"
@@ -648,6 +688,17 @@ fn boolean(key: &str, v: &str) -> Result<bool, String> {
     }
 }
 
+/// zodburi's integers: the boolean words count as 1 and 0 (`convert_int`).
+fn integer(key: &str, v: &str) -> Result<i64, String> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "1" | "on" | "true" | "t" | "yes" => Ok(1),
+        "" | "0" | "off" | "false" | "f" | "no" => Ok(0),
+        other => other
+            .parse::<i64>()
+            .map_err(|_| format!("{key}={v}: not an integer")),
+    }
+}
+
 /// A byte count with an optional `kb`/`mb`/`gb` suffix (powers of 1024).
 fn byte_size(key: &str, v: &str) -> Result<u64, String> {
     let bad = || format!("{key}={v}: not a size (a number of bytes, or with kb, mb, gb)");
@@ -679,7 +730,7 @@ mod tests {
 
     fn zeo(url: &str) -> (Address, ClientOptions) {
         match parse(url).unwrap() {
-            StorageUrl::Zeo { address, options } => (address, options),
+            StorageUrl::Zeo { address, options } => (address, *options),
             other => panic!("{url}: {other:?}"),
         }
     }
@@ -747,7 +798,45 @@ mod tests {
         assert!(!zeo("zeo://h:1?read_only=").1.read_only);
         let o = zeo("zeo://h:1?blob_dir=/var/cache/b%20c&shared_blob_dir=false").1;
         assert_eq!(o.blob_dir, Some(PathBuf::from("/var/cache/b c")));
+        assert!(!o.shared_blob_dir);
         assert_eq!(zeo("zeo://h:1").1.blob_dir, None);
+    }
+
+    #[test]
+    fn zeo_blob_keys() {
+        let o = zeo("zeo://h:1?blob_dir=/srv/zeo/blobs&shared_blob_dir=true").1;
+        assert_eq!(o.blob_dir, Some(PathBuf::from("/srv/zeo/blobs")));
+        assert!(o.shared_blob_dir);
+        assert_eq!(o.blob_cache_size, None);
+        assert!(
+            zeo("zeo://h:1?blob_dir=/b&shared_blob_dir=yes")
+                .1
+                .shared_blob_dir
+        );
+        // No limit unless asked; ClientStorage's 10 % check.
+        let o = zeo("zeo://h:1?blob_dir=/b").1;
+        assert_eq!((o.blob_cache_size, o.blob_cache_size_check), (None, 10));
+        // zodburi's sizes (ZConfig's suffixes, any case, powers of 1024).
+        for (v, bytes) in [
+            ("1000", 1000),
+            ("1mb", 1 << 20),
+            ("100MB", 100 << 20),
+            ("2Gb", 2 << 30),
+            ("64kb", 64 << 10),
+            ("0", 0),
+        ] {
+            let o = zeo(&format!("zeo://h:1?blob_dir=/b&blob_cache_size={v}")).1;
+            assert_eq!(o.blob_cache_size, Some(bytes), "{v}");
+        }
+        let o = zeo("zeo://h:1?blob_dir=/b&blob_cache_size=1gb&blob_cache_size_check=25").1;
+        assert_eq!(o.blob_cache_size, Some(1 << 30));
+        assert_eq!(o.blob_cache_size_check, 25);
+        // zodburi reads it as an integer, booleans included.
+        for (v, pct) in [("0", 0), ("99", 99), ("true", 1), ("off", 0)] {
+            let url =
+                format!("zeo://h:1?blob_dir=/b&blob_cache_size=1mb&blob_cache_size_check={v}");
+            assert_eq!(zeo(&url).1.blob_cache_size_check, pct, "{v}");
+        }
     }
 
     #[test]
@@ -773,11 +862,39 @@ mod tests {
             ("zeo://h:1?blob_dir=", "blob_dir: empty path"),
             (
                 "zeo://h:1?shared_blob_dir=1",
-                "shared_blob_dir=1: a blob directory shared",
+                "shared_blob_dir=true needs blob_dir",
             ),
             (
                 "zeo://h:1?blob_cache_size=1mb",
-                "blob_cache_size: not supported",
+                "blob_cache_size needs blob_dir",
+            ),
+            (
+                "zeo://h:1?blob_dir=/b&shared_blob_dir=true&blob_cache_size=1mb",
+                "blob_cache_size limits a private blob cache",
+            ),
+            (
+                "zeo://h:1?blob_dir=/b&blob_cache_size=lots",
+                "blob_cache_size=lots: not a size",
+            ),
+            (
+                "zeo://h:1?blob_dir=/b&blob_cache_size=-1mb",
+                "blob_cache_size=-1mb: not a size",
+            ),
+            (
+                "zeo://h:1?blob_dir=/b&blob_cache_size_check=100",
+                "blob_cache_size_check=100: a percentage",
+            ),
+            (
+                "zeo://h:1?blob_dir=/b&blob_cache_size_check=-5",
+                "blob_cache_size_check=-5: a percentage",
+            ),
+            (
+                "zeo://h:1?blob_dir=/b&blob_cache_size_check=ten",
+                "blob_cache_size_check=ten: not an integer",
+            ),
+            (
+                "zeo://h:1?blob_dir=/b&shared_blob_dir=maybe",
+                "shared_blob_dir=maybe: not a boolean",
             ),
             ("zeo://h:1?read_only=1&read_only=0", "given twice"),
             ("zeo://h:1?name=%zz", "'%' not followed"),

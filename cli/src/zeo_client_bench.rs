@@ -84,7 +84,7 @@ pub fn bench_zeo_client(
     options.cache_size = 0;
     options.read_only = true;
     let storage = options.storage.clone();
-    let zeo = ZeoClient::connect(address.clone(), options)
+    let zeo = ZeoClient::connect(address.clone(), *options)
         .map_err(|e| ToolError::Storage(StorageError::from(e)))?;
     let noids = opts.oids.unwrap_or_else(|| zeo.object_count()).max(1);
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);

@@ -91,12 +91,17 @@ pub enum StorageError {
     /// No blob file for this revision of the object: the revision has no
     /// blob, or it is gone (ZODB's `POSKeyError("No blob file", oid,
     /// serial)`).
-    #[error("oid {oid}: no blob file for revision {serial}")]
+    #[error("oid {oid}: no blob file for revision {serial}{}", .path.as_ref().map(|p| format!(" at {}", p.display())).unwrap_or_default())]
     NoBlob {
         /// The object.
         oid: Oid,
         /// The revision asked for.
         serial: Tid,
+        /// Where the file should have been, when the storage looked in a
+        /// directory itself (a ZEO client on the server's shared blob
+        /// directory), so that the message points at the directory to
+        /// check.
+        path: Option<PathBuf>,
     },
     /// The storage keeps no blobs (no blob directory configured, or a
     /// server whose storage does not offer them): ZODB's `Unsupported`.

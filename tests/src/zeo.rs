@@ -313,17 +313,30 @@ pub enum Cut {
     /// Once this many bytes went from the server to the client (after the
     /// handshake and registration, say mid-way through a blob download).
     ServerBytes(u64),
+    /// Never: the proxy only forwards, and counts what the clients call
+    /// ([`CutProxy::client_calls`]).
+    Never,
 }
 
 /// A TCP proxy to a server's port that cuts the first connection through
 /// it, deterministically, at the place [`Cut`] names (both directions at
 /// once, before any byte past that place is forwarded); later connections
-/// (the client's reconnections) pass through untouched.
+/// (the client's reconnections) pass through untouched. It also keeps the
+/// start of every frame the clients send, to tell which calls they made
+/// ([`Cut::Never`] makes it a plain recording proxy).
 #[derive(Debug)]
 pub struct CutProxy {
     port: u16,
     fired: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    heads: Heads,
 }
+
+/// The first bytes of every frame clients sent through a proxy.
+type Heads = std::sync::Arc<std::sync::Mutex<Vec<Vec<u8>>>>;
+
+/// How much of a frame's start [`CutProxy`] keeps: enough for the msgid,
+/// the async flag and the method name, in either encoding.
+const HEAD: usize = 80;
 
 impl CutProxy {
     /// Listens on a free loopback port, forwarding to `target`.
@@ -338,6 +351,8 @@ impl CutProxy {
         let fired = Arc::new(AtomicBool::new(false));
         let armed = Arc::new(AtomicBool::new(true));
         let fired2 = fired.clone();
+        let heads = Heads::default();
+        let heads2 = heads.clone();
         std::thread::spawn(move || {
             for client in listener.incoming() {
                 let Ok(client) = client else { return };
@@ -354,13 +369,28 @@ impl CutProxy {
                     cut: this.then_some(cut),
                     cut_now,
                     fired: fired2.clone(),
+                    heads: heads2.clone(),
                 };
                 let link2 = link.clone();
                 std::thread::spawn(move || link2.server_to_client(s2, c2));
                 std::thread::spawn(move || link.client_to_server(client, server));
             }
         });
-        CutProxy { port, fired }
+        CutProxy { port, fired, heads }
+    }
+
+    /// How many frames the clients sent (so far, through every
+    /// connection) that call `method`: its name appears in the frame's
+    /// first bytes, where both encodings put it.
+    ///
+    /// # Panics
+    /// If a forwarding thread panicked.
+    pub fn client_calls(&self, method: &str) -> usize {
+        let heads = self.heads.lock().expect("proxy threads do not panic");
+        heads
+            .iter()
+            .filter(|h| h.windows(method.len()).any(|w| w == method.as_bytes()))
+            .count()
     }
 
     /// The port clients connect to.
@@ -382,6 +412,7 @@ struct Link {
     /// them is forwarded in either direction.
     cut_now: std::sync::Arc<std::sync::atomic::AtomicBool>,
     fired: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    heads: Heads,
 }
 
 impl Link {
@@ -438,6 +469,9 @@ impl Link {
             let mut payload = vec![0u8; size];
             if from.read_exact(&mut payload).is_err() || self.is_cut() {
                 break;
+            }
+            if let Ok(mut heads) = self.heads.lock() {
+                heads.push(payload.get(..HEAD).unwrap_or(&payload).to_vec());
             }
             let finish = payload.windows(10).any(|w| w == b"tpc_finish");
             match self.cut {

@@ -357,8 +357,11 @@ impl ZeoException {
             StorageError::NoSuchObject { oid }
             | StorageError::NoData { oid, .. }
             | StorageError::NoSuchRevision { oid, .. } => ZeoException::pos_key(*oid),
-            StorageError::NoBlob { oid, serial } => ZeoException::PosKey(vec![
-                Value::str("No blob file"),
+            StorageError::NoBlob { oid, serial, path } => ZeoException::PosKey(vec![
+                Value::str(match path {
+                    Some(p) => format!("No blob file at {}", p.display()),
+                    None => "No blob file".to_owned(),
+                }),
                 Value::oid(*oid),
                 Value::tid(*serial),
             ]),

@@ -139,6 +139,18 @@ pub enum ZeoError {
         /// Why.
         source: std::io::Error,
     },
+    /// The server's blob directory (`shared_blob_dir`) cannot be used.
+    #[error("shared blob directory {}", .path.display())]
+    SharedBlobDir {
+        /// The directory.
+        path: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// [`ClientOptions`](super::ClientOptions) that contradict each other
+    /// or are out of range.
+    #[error("ZEO client options: {0}")]
+    Options(String),
     /// The client was closed.
     #[error("ZEO client closed")]
     Closed,

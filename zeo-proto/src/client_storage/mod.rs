@@ -49,7 +49,12 @@
 //! - **Blobs** (module `blob`): with [`ClientOptions::blob_dir`], blobs are
 //!   downloaded (`sendBlob`) into a local cache in ZEO's `zeocache` layout
 //!   and uploaded in 59000-byte chunks (`storeBlobStart/Chunk/End`), as
-//!   ClientStorage with a non-shared blob directory does.
+//!   ClientStorage with a non-shared blob directory does; with
+//!   [`ClientOptions::blob_cache_size`] a background thread keeps the
+//!   cache near that size, removing the least recently used files as ZEO
+//!   does. With [`ClientOptions::shared_blob_dir`] the directory is the
+//!   server's own: blobs are read there and committed with
+//!   `storeBlobShared`, none travels over the connection.
 //! - **Wire behaviour is ClientStorage's**: same calls with the same
 //!   arguments and msgids, `new_oids` prefetched in batches of 100, the
 //!   heartbeat every 60 s, `tpc_abort` after a failed vote. Only iteration
@@ -129,11 +134,30 @@ pub struct ClientOptions {
     pub iteration_window: usize,
     /// Largest frame accepted from the server.
     pub max_frame_length: usize,
-    /// The blob cache directory (ClientStorage's `blob_dir`, not shared
-    /// with the server: blobs travel over the connection). `None`: blobs
-    /// are unsupported, as in ClientStorage without one. Created if
-    /// missing, in ZEO's `zeocache` layout, so a Python client may share it.
+    /// The blob directory (ClientStorage's `blob_dir`). `None`: blobs are
+    /// unsupported, as in ClientStorage without one. Unless
+    /// `shared_blob_dir`, a private blob cache: blobs travel over the
+    /// connection, and the directory is created if missing, in ZEO's
+    /// `zeocache` layout, so a Python client may share it.
     pub blob_dir: Option<std::path::PathBuf>,
+    /// `blob_dir` is the server's own blob directory, shared over a file
+    /// system (ClientStorage's `shared_blob_dir`): blobs are read from and
+    /// committed into it directly, never sent over the connection. It must
+    /// exist and say `bushy` in its `.layout`, as every server writes.
+    pub shared_blob_dir: bool,
+    /// The size, in bytes, the blob cache is kept near (ClientStorage's
+    /// `blob_cache_size`); `None`: it grows without bound. A thread of the
+    /// client removes the least recently used blob files when the cache
+    /// is over it, as ZEO does (module `blob_cache`). Needs a private
+    /// cache: refused with `shared_blob_dir`, whose directory is the
+    /// server's.
+    pub blob_cache_size: Option<u64>,
+    /// How much may enter the blob cache between two checks of its size,
+    /// in percent of `blob_cache_size` (ClientStorage's
+    /// `blob_cache_size_check`, 10; below 100). A check brings the cache
+    /// down to `blob_cache_size` less that much, so that it stays under
+    /// `blob_cache_size` until the next one.
+    pub blob_cache_size_check: u8,
 }
 
 impl Default for ClientOptions {
@@ -152,6 +176,9 @@ impl Default for ClientOptions {
             iteration_window: 32,
             max_frame_length: DEFAULT_MAX_FRAME_LENGTH,
             blob_dir: None,
+            shared_blob_dir: false,
+            blob_cache_size: None,
+            blob_cache_size_check: 10,
         }
     }
 }
@@ -198,8 +225,9 @@ pub(crate) struct Shared {
     /// One transaction at a time per client, as ClientStorage.
     commit_slot: txn::Slot,
     next_txn: AtomicI64,
-    /// The blob cache, if `opts.blob_dir` is set.
-    blobs: Option<blob_cache::BlobCache>,
+    /// The blob cache or the server's blob directory, if `opts.blob_dir`
+    /// is set.
+    blobs: Option<blob::Blobs>,
 }
 
 /// The conflict resolver installed with `set_conflict_resolver`.
@@ -522,16 +550,7 @@ impl ZeoClient {
             .enable_all()
             .build()
             .map_err(ZeoError::Runtime)?;
-        let blobs =
-            match &opts.blob_dir {
-                Some(dir) => Some(blob_cache::BlobCache::open(dir).map_err(|source| {
-                    ZeoError::BlobCache {
-                        path: dir.clone(),
-                        source,
-                    }
-                })?),
-                None => None,
-            };
+        let blobs = blob::Blobs::open(&opts)?;
         let shared = Arc::new(Shared {
             address,
             blobs,
@@ -709,6 +728,9 @@ impl ZeoClient {
         self.shared.link_notify.notify_waiters();
         if let Some(c) = conn {
             c.close();
+        }
+        if let Some(b) = &self.shared.blobs {
+            b.stop();
         }
         if let Some(rt) = self.runtime.take() {
             rt.shutdown_timeout(Duration::from_secs(2));

@@ -100,10 +100,10 @@ impl ReadStorage for ZeoClient {
         self.subscribe()
     }
 
-    /// A blob cache directory is configured and the server's storage
-    /// keeps blobs.
+    /// A blob directory is configured and the server's storage keeps
+    /// blobs.
     fn supports_blobs(&self) -> bool {
-        self.shared().blob_cache().is_ok()
+        self.shared().blobs().is_ok()
     }
 
     fn supports_prefetch(&self) -> bool {
@@ -121,15 +121,24 @@ impl ReadStorage for ZeoClient {
     }
 
     /// ClientStorage's `loadBlob`: from the blob cache, downloading it
-    /// with `sendBlob` first if need be (module `blob`).
+    /// with `sendBlob` first if need be, or from the server's shared blob
+    /// directory (module `blob`). With a cache size limit, the file stays
+    /// only as long as it is not among the least recently used: open it
+    /// at once, or use [`ReadStorage::open_committed_blob`].
     fn load_blob(&self, oid: Oid, serial: Tid) -> Result<std::path::PathBuf> {
         self.shared().load_blob(oid, serial)
     }
 
-    /// The blob cache's `tmp` directory (ClientStorage's
-    /// `temporaryDirectory`).
+    /// ClientStorage's `openCommittedBlobFile`: opened under the oid
+    /// directory's lock, so no size check removes the file first.
+    fn open_committed_blob(&self, oid: Oid, serial: Tid) -> Result<std::fs::File> {
+        self.shared().open_committed_blob(oid, serial)
+    }
+
+    /// The `tmp` directory of the blob cache, or of the server's shared
+    /// blob directory (ClientStorage's `temporaryDirectory`).
     fn temporary_directory(&self) -> Result<std::path::PathBuf> {
-        Ok(self.shared().blob_cache()?.temp_dir().to_owned())
+        Ok(self.shared().blobs()?.temp_dir().to_owned())
     }
 
     /// ClientStorage's `load(oid)`: `loadBefore(oid, maxtid)`, the current

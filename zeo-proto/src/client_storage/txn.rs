@@ -29,6 +29,7 @@ use zodb_core::{Oid, StorageError, Tid};
 use crate::reply::VoteItem;
 use crate::request::{Request, TxnId};
 
+use super::blob::Blobs;
 use super::conn::{CallError, Conn, OwnCommit};
 use super::error::{Subject, storage_error};
 use super::{Shared, ZeoError, call_on};
@@ -380,9 +381,11 @@ impl TpcTxn for ZeoTxn<'_> {
         Ok(())
     }
 
-    /// ClientStorage's `storeBlob`: takes the file into the blob cache's
-    /// `tmp`, sends `storea`, then the file with `storeBlobStart`,
-    /// `storeBlobChunk`… and `storeBlobEnd` (module `blob`).
+    /// ClientStorage's `storeBlob`. With a cache: takes the file into the
+    /// cache's `tmp`, sends `storea`, then the file with `storeBlobStart`,
+    /// `storeBlobChunk`… and `storeBlobEnd`. With the server's directory:
+    /// moves the file into the oid's directory there, sends `storea` and
+    /// `storeBlobShared` naming it (module `blob`).
     fn store_blob(
         &mut self,
         oid: Oid,
@@ -391,21 +394,38 @@ impl TpcTxn for ZeoTxn<'_> {
         blob: &std::path::Path,
     ) -> Result<(), StorageError> {
         self.check_open("storeBlob")?;
-        let cache = self.shared.blob_cache()?;
-        let path = super::blob::take_file(cache, blob)?;
-        self.blobs.push(super::blob::PendingBlob {
-            oid,
-            path: path.clone(),
-        });
-        self.store(oid, old_serial, data.clone())?;
-        let txn = self.id;
-        let sent = super::blob::upload(&path, oid, old_serial, &data, txn, |req| self.send(req));
-        if sent.is_err() {
-            // Part of an upload reached the server: the connection's state
-            // is unknown, only abort is left.
-            self.state = State::Failed;
+        let shared = self.shared;
+        match shared.blobs()? {
+            Blobs::Shared(dir) => {
+                let (path, filename) = dir.take_shared_upload(oid, old_serial, blob)?;
+                self.blobs.push(super::blob::PendingBlob { oid, path });
+                self.store(oid, old_serial, data.clone())?;
+                self.send(&Request::StoreBlobShared {
+                    oid,
+                    serial: old_serial,
+                    data,
+                    filename,
+                    txn: self.id,
+                })
+            }
+            Blobs::Cache { cache, .. } => {
+                let path = super::blob::take_file(cache, blob)?;
+                self.blobs.push(super::blob::PendingBlob {
+                    oid,
+                    path: path.clone(),
+                });
+                self.store(oid, old_serial, data.clone())?;
+                let txn = self.id;
+                let sent =
+                    super::blob::upload(&path, oid, old_serial, &data, txn, |req| self.send(req));
+                if sent.is_err() {
+                    // Part of an upload reached the server: the connection's
+                    // state is unknown, only abort is left.
+                    self.state = State::Failed;
+                }
+                sent
+            }
         }
-        sent
     }
 
     /// Sends `undoa`. The oids it changes are known only at vote (ZEO 5
@@ -457,8 +477,10 @@ impl TpcTxn for ZeoTxn<'_> {
         match reply {
             Ok(v) => match v.as_tid() {
                 Some(tid) => {
-                    if let Some(cache) = &self.shared.blobs {
-                        super::blob::install_committed(cache, blobs, tid);
+                    // In a shared directory the server moved the files into
+                    // place at the vote.
+                    if let Some(Blobs::Cache { cache, checker }) = &self.shared.blobs {
+                        super::blob::install_committed(cache, checker.as_ref(), blobs, tid);
                     }
                     Ok(tid)
                 }

@@ -94,6 +94,55 @@ impl BlobDir {
         })
     }
 
+    /// Opens the blob directory of a server as a client that shares it
+    /// (ClientStorage's `shared_blob_dir`): nothing is created, and the
+    /// directory must say `bushy` in its `.layout`, which every server
+    /// (ZODB's or ours) writes when it opens the directory. Anything else
+    /// is a mistyped path or a client blob cache, and reading blobs from
+    /// it would report existing blobs as missing.
+    pub fn open_shared(base: &Path) -> io::Result<BlobDir> {
+        // Absolute, so that the paths handed out stay right whatever the
+        // process's working directory becomes.
+        let base = std::path::absolute(base)?;
+        let marker = base.join(LAYOUT_MARKER);
+        let layout = match fs::read_to_string(&marker) {
+            Ok(l) => l,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(io::Error::new(
+                    io::ErrorKind::NotFound,
+                    format!(
+                        "{} does not exist: not a ZEO server's blob directory (the server \
+                         writes it, saying bushy, when it opens its blob-dir)",
+                        marker.display()
+                    ),
+                ));
+            }
+            Err(e) => return Err(e),
+        };
+        if layout.trim() != "bushy" {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "{}: layout {:?}, but a server's blob directory is \"bushy\" (a \
+                     \"zeocache\" directory is a client's private blob cache)",
+                    base.display(),
+                    layout.trim()
+                ),
+            ));
+        }
+        Ok(BlobDir {
+            tmp: base.join("tmp"),
+            base,
+            counter: AtomicU64::new(0),
+        })
+    }
+
+    /// The directory for uncommitted files (`tmp`): ZODB's
+    /// `FilesystemHelper.temp_dir`.
+    pub fn temp_dir(&self) -> &Path {
+        &self.tmp
+    }
+
     /// The base directory.
     pub fn base(&self) -> &Path {
         &self.base
@@ -135,7 +184,11 @@ impl BlobDir {
 
     /// Where a client with a shared blob directory put a blob
     /// (`storeBlobShared`): `filename` must be a plain name ending in
-    /// `.tmp` (or `.tmp` and one more character), as ZEO checks.
+    /// `.tmp` (or `.tmp` and one more character), as ZEO checks, so the
+    /// file is in the oid's own directory and nowhere else. It must also
+    /// be a regular file there: a symbolic link would be renamed into
+    /// place as the blob and make `sendBlob` serve whatever it points at
+    /// (ZEO does not check this).
     pub fn shared_upload(&self, oid: Oid, filename: &str) -> Option<PathBuf> {
         let plain = !filename.contains('/') && !filename.contains('\\') && filename != "..";
         let tmp_name = filename.ends_with(".tmp")
@@ -143,7 +196,49 @@ impl BlobDir {
                 .char_indices()
                 .last()
                 .is_some_and(|(i, _)| filename.get(..i).is_some_and(|s| s.ends_with(".tmp")));
-        (plain && tmp_name).then(|| self.oid_dir(oid).join(filename))
+        if !(plain && tmp_name) {
+            return None;
+        }
+        let path = self.oid_dir(oid).join(filename);
+        fs::symlink_metadata(&path)
+            .is_ok_and(|m| m.file_type().is_file())
+            .then_some(path)
+    }
+
+    /// Moves the uncommitted file `blob` into `oid`'s directory under a
+    /// fresh `.tmp` name, for `storeBlobShared` (ClientStorage's
+    /// `storeBlob` with a shared directory): the server accepts a blob
+    /// only from there. The name is reserved by creating the file
+    /// exclusively, so clients on other hosts sharing the directory
+    /// cannot pick it too, and the blob is then renamed over it. Returns
+    /// the path and the name to send.
+    pub fn take_shared_upload(
+        &self,
+        oid: Oid,
+        serial: Tid,
+        blob: &Path,
+    ) -> io::Result<(PathBuf, String)> {
+        let dir = self.oid_dir(oid);
+        fs::create_dir_all(&dir)?;
+        loop {
+            let n = self.counter.fetch_add(1, Ordering::Relaxed);
+            let name = format!("{}-{}-{n}.tmp", id_repr(serial.0), std::process::id());
+            let path = dir.join(&name);
+            match fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&path)
+            {
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(e),
+            }
+            if let Err(e) = rename_or_copy(blob, &path) {
+                let _ = fs::remove_file(&path);
+                return Err(e);
+            }
+            return Ok((path, name));
+        }
     }
 
     /// Moves an uploaded file to be the blob of `oid` at `tid`.
@@ -261,10 +356,55 @@ mod tests {
             "bushy"
         );
         assert!(dir.path().join("tmp").is_dir());
-        assert!(b.shared_upload(Oid(1), "abc.tmp").is_some());
-        assert!(b.shared_upload(Oid(1), "abc.tmpx").is_some());
+    }
+
+    #[test]
+    fn shared_uploads_are_regular_files_in_the_oids_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = BlobDir::open(dir.path()).unwrap();
+        let oid_dir = b.oid_dir(Oid(1));
+        fs::create_dir_all(&oid_dir).unwrap();
+        for name in ["abc.tmp", "abc.tmp-", "x.blob"] {
+            fs::write(oid_dir.join(name), b"x").unwrap();
+        }
+        std::os::unix::fs::symlink("/etc/passwd", oid_dir.join("link.tmp")).unwrap();
+        assert_eq!(
+            b.shared_upload(Oid(1), "abc.tmp"),
+            Some(oid_dir.join("abc.tmp"))
+        );
+        assert!(b.shared_upload(Oid(1), "abc.tmp-").is_some());
         assert!(b.shared_upload(Oid(1), "../x.tmp").is_none());
         assert!(b.shared_upload(Oid(1), "x.blob").is_none());
+        assert!(b.shared_upload(Oid(1), "missing.tmp").is_none());
+        assert!(b.shared_upload(Oid(1), "link.tmp").is_none());
+
+        // What a sharing client sends is what the server accepts.
+        let client = BlobDir::open_shared(dir.path()).unwrap();
+        let src = client.temp_dir().join("new");
+        fs::write(&src, b"blob").unwrap();
+        let (path, name) = client
+            .take_shared_upload(Oid(0x0102), Tid(0x0304), &src)
+            .unwrap();
+        assert!(!src.exists());
+        assert!(
+            name.starts_with("0x0304-") && name.ends_with(".tmp"),
+            "{name}"
+        );
+        assert_eq!(b.shared_upload(Oid(0x0102), &name), Some(path.clone()));
+        assert_eq!(fs::read(&path).unwrap(), b"blob");
+    }
+
+    #[test]
+    fn sharing_clients_need_a_bushy_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = BlobDir::open_shared(dir.path()).unwrap_err().to_string();
+        assert!(e.contains(".layout does not exist"), "{e}");
+        fs::write(dir.path().join(".layout"), "zeocache").unwrap();
+        let e = BlobDir::open_shared(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("\"zeocache\"") && e.contains("bushy"), "{e}");
+        fs::write(dir.path().join(".layout"), "bushy\n").unwrap();
+        BlobDir::open_shared(dir.path()).unwrap();
+        assert!(!dir.path().join("tmp").exists(), "a client creates nothing");
     }
 
     #[test]

@@ -903,7 +903,12 @@ where
                     .as_ref()
                     .and_then(|d| d.shared_upload(oid, &filename));
                 let Some(path) = path else {
-                    tracing::error!(conn = self.id, %filename, "bad filename to storeBlobShared");
+                    tracing::error!(
+                        conn = self.id,
+                        %oid,
+                        %filename,
+                        "storeBlobShared: not a plain .tmp name of a regular file in the oid's blob directory"
+                    );
                     return Out::Error(ZeoException::value_error(&filename), Tid::ZERO);
                 };
                 match self.buffer(txn) {
