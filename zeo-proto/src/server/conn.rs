@@ -34,7 +34,8 @@ use super::Shared;
 use super::iter::Iterators;
 use super::storage::{Notice, Served, now_f64};
 use super::txn::{
-    BlobUpload, Decision, Lock, Op, Phase, TxnBuf, VoteJob, VoteOutcome, vote_worker,
+    BlobUpload, Decision, FinishAnswer, Lock, Op, Phase, TxnBuf, VoteAnswer, VoteJob, VoteOutcome,
+    vote_worker,
 };
 use crate::encoding::{Encoding, GlobalPolicy, Payload};
 use crate::exception::ZeoException;
@@ -1348,18 +1349,15 @@ where
                 hold_on_conflict,
                 on_timeout,
             };
-            let (result_tx, result_rx) = oneshot::channel();
             let (decide_tx, decide_rx) = std::sync::mpsc::channel();
-            tokio::task::spawn_blocking(move || vote_worker(job, lock, result_tx, decide_rx));
-            let outcome = result_rx.await.ok();
-            let _ = deferred
-                .send(Deferred::Voted {
-                    to,
-                    generation,
-                    outcome,
-                    decide: decide_tx,
-                })
-                .await;
+            let answer = VoteAnswer {
+                deferred,
+                rt: tokio::runtime::Handle::current(),
+                to,
+                generation,
+                decide: Some(decide_tx),
+            };
+            tokio::task::spawn_blocking(move || vote_worker(job, lock, answer, decide_rx));
         });
         t.phase = Phase::Voting(handle.abort_handle());
         Out::Pending
@@ -1381,30 +1379,24 @@ where
                 Tid::ZERO,
             );
         };
-        let generation = t.generation;
-        let (done_tx, done_rx) = oneshot::channel();
-        if decide.send(Decision::Finish(done_tx)).is_err() {
+        let answer = FinishAnswer {
+            deferred: self.deferred_tx.clone(),
+            rt: tokio::runtime::Handle::current(),
+            to,
+            generation: t.generation,
+            sent: false,
+        };
+        if let Err(std::sync::mpsc::SendError(Decision::Finish(mut answer))) =
+            decide.send(Decision::Finish(answer))
+        {
+            // The worker is gone; no answer from it.
+            answer.sent = true;
             self.clear_txn();
             return Out::Error(
                 ZeoException::StorageTransaction(vec![Value::str("transaction was aborted")]),
                 Tid::ZERO,
             );
         }
-        let deferred = self.deferred_tx.clone();
-        tokio::spawn(async move {
-            let result = done_rx.await.unwrap_or_else(|_| {
-                Err(ZeoException::StorageTransaction(vec![Value::str(
-                    "transaction was aborted",
-                )]))
-            });
-            let _ = deferred
-                .send(Deferred::Finished {
-                    to,
-                    generation,
-                    result,
-                })
-                .await;
-        });
         Out::Pending
     }
 

@@ -26,14 +26,16 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use tokio::sync::{OwnedMutexGuard, oneshot};
+use tokio::sync::{OwnedMutexGuard, mpsc, oneshot};
 use zodb_core::storage::TpcTxn;
 use zodb_core::{Oid, StorageError, Tid, TxnMeta, TxnStatus};
 
+use super::conn::Deferred;
 use super::storage::{Finished, Served};
 use crate::exception::ZeoException;
 use crate::reply::VoteItem;
 use crate::request::TxnId;
+use crate::value::Value;
 
 /// One buffered operation, in the order the client sent it.
 #[derive(Debug, Clone)]
@@ -65,11 +67,115 @@ pub(crate) struct BlobUpload {
     pub(crate) path: PathBuf,
 }
 
+/// Puts `d` on a connection's deferred queue from a blocking thread. A
+/// full queue (a client not reading its blob stream) must not stall a
+/// worker that may hold the commit lock: the message then waits in a task.
+/// `false`: the connection is gone.
+fn send_deferred(tx: &mpsc::Sender<Deferred>, rt: &tokio::runtime::Handle, d: Deferred) -> bool {
+    match tx.try_send(d) {
+        Ok(()) => true,
+        Err(mpsc::error::TrySendError::Closed(_)) => false,
+        Err(mpsc::error::TrySendError::Full(d)) => {
+            let tx = tx.clone();
+            rt.spawn(async move {
+                let _ = tx.send(d).await;
+            });
+            true
+        }
+    }
+}
+
+/// Where the vote's outcome goes: straight to the connection as
+/// [`Deferred::Voted`], with the channel for its decision. Each hop
+/// between threads costs a wake-up inside the commit lock, so the worker
+/// answers the connection itself. Dropped unanswered (a worker that
+/// panicked), it answers "no outcome".
+pub(crate) struct VoteAnswer {
+    pub(crate) deferred: mpsc::Sender<Deferred>,
+    pub(crate) rt: tokio::runtime::Handle,
+    pub(crate) to: Option<Value>,
+    pub(crate) generation: u64,
+    pub(crate) decide: Option<Sender<Decision>>,
+}
+
+impl VoteAnswer {
+    /// Answers; `false` if the connection is gone (nobody will decide).
+    fn send(mut self, outcome: VoteOutcome) -> bool {
+        self.deliver(Some(outcome))
+    }
+
+    fn deliver(&mut self, outcome: Option<VoteOutcome>) -> bool {
+        let Some(decide) = self.decide.take() else {
+            return false;
+        };
+        let d = Deferred::Voted {
+            to: self.to.take(),
+            generation: self.generation,
+            outcome,
+            decide,
+        };
+        send_deferred(&self.deferred, &self.rt, d)
+    }
+}
+
+impl Drop for VoteAnswer {
+    fn drop(&mut self) {
+        if self.decide.is_some() {
+            self.deliver(None);
+        }
+    }
+}
+
+/// Where `tpc_finish`'s result goes: straight to the connection as
+/// [`Deferred::Finished`] (see [`VoteAnswer`]). Dropped unanswered, it
+/// reports the transaction aborted.
+pub(crate) struct FinishAnswer {
+    pub(crate) deferred: mpsc::Sender<Deferred>,
+    pub(crate) rt: tokio::runtime::Handle,
+    pub(crate) to: Option<Value>,
+    pub(crate) generation: u64,
+    pub(crate) sent: bool,
+}
+
+impl FinishAnswer {
+    fn send(mut self, result: Result<Tid, ZeoException>) {
+        self.deliver(result);
+    }
+
+    fn deliver(&mut self, result: Result<Tid, ZeoException>) {
+        self.sent = true;
+        let d = Deferred::Finished {
+            to: self.to.take(),
+            generation: self.generation,
+            result,
+        };
+        send_deferred(&self.deferred, &self.rt, d);
+    }
+}
+
+impl Drop for FinishAnswer {
+    fn drop(&mut self) {
+        if !self.sent {
+            self.deliver(Err(ZeoException::StorageTransaction(vec![Value::str(
+                "transaction was aborted",
+            )])));
+        }
+    }
+}
+
+impl std::fmt::Debug for FinishAnswer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FinishAnswer")
+            .field("generation", &self.generation)
+            .finish_non_exhaustive()
+    }
+}
+
 /// What the connection tells the worker holding a voted transaction.
 #[derive(Debug)]
 pub(crate) enum Decision {
     /// `tpc_finish`: commit, then answer with the tid.
-    Finish(oneshot::Sender<Result<Tid, ZeoException>>),
+    Finish(FinishAnswer),
     /// `tpc_abort`: abort, then acknowledge.
     Abort(oneshot::Sender<()>),
 }
@@ -258,7 +364,7 @@ fn conflict_error(e: &StorageError, data: Option<&Bytes>) -> ZeoException {
 pub(crate) fn vote_worker(
     job: VoteJob,
     lock: Lock,
-    reply: oneshot::Sender<VoteOutcome>,
+    reply: VoteAnswer,
     decisions: Receiver<Decision>,
 ) {
     let Some(guard) = (match lock {
@@ -488,7 +594,7 @@ pub(crate) fn vote_worker(
         }
     }
     let items = serials.into_iter().map(VoteItem::Resolved).collect();
-    if reply.send(VoteOutcome::Voted { items }).is_err() {
+    if !reply.send(VoteOutcome::Voted { items }) {
         // The connection is gone: nobody will decide.
         txn.abort();
         log.roll_back(false);
@@ -512,13 +618,13 @@ pub(crate) fn vote_worker(
                     origin: conn,
                 });
                 release(&served, guard);
-                let _ = done.send(Ok(tid));
+                done.send(Ok(tid));
             }
             Err(e) => {
                 tracing::error!(storage = %served.name, conn, error = %e, "tpc_finish failed");
                 log.roll_back(false);
                 release(&served, guard);
-                let _ = done.send(Err(err(&e)));
+                done.send(Err(err(&e)));
             }
         },
         Ok(Decision::Abort(ack)) => {
