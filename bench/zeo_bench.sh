@@ -5,6 +5,8 @@
 #
 #   bench/zeo_bench.sh [DATA.FS] [SECONDS]
 #
+# First the machine's ceiling for such loads: `zodbrs bench loopback`, the
+# same connections and message sizes against a server that only echoes.
 # Loads: random loadBefore at 1, 4 and 16 connections, both servers
 # serving DATA.FS read-only (nothing is written beside it). Commits:
 # 1-object transactions with 1 and 8 writers, each server on its own fresh
@@ -54,6 +56,12 @@ stop_last() {
     kill -TERM "$p"; wait "$p" 2>/dev/null || true
     unset 'pids[-1]'
 }
+
+echo "# this machine's loopback ceiling (a server that only echoes), $secs s per run"
+for n in 1 4 16; do
+    printf '%-7s ' echo
+    "$zodbrs" bench loopback --clients "$n" --seconds "$secs"
+done
 
 echo "# loads: $data (read-only), $secs s per run"
 for server in zodbrs runzeo; do

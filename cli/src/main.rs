@@ -353,6 +353,16 @@ enum BenchCmd {
         #[arg(long)]
         oids: Option<u64>,
     },
+    /// This machine's loopback ceiling for `bench zeo`: the same connections
+    /// and message sizes against a server that only echoes.
+    Loopback {
+        /// Concurrent connections.
+        #[arg(long, default_value_t = 16)]
+        clients: usize,
+        /// Seconds to run.
+        #[arg(long, default_value_t = 5.0)]
+        seconds: f64,
+    },
     /// A ZBigArray through the pager (commit, first touch, re-read, first write), against wendelin's paths in Python.
     Pager {
         /// Python with ZODB and numpy, to measure the reference (e.g. .venv/bin/python).
@@ -956,6 +966,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 oids,
             };
             zodbrs::serve::bench::bench_zeo(&opts, &mut out)?;
+        }
+        Cmd::Bench {
+            what: BenchCmd::Loopback { clients, seconds },
+        } => {
+            zodbrs::serve::bench::bench_loopback(clients, seconds, &mut out)?;
         }
         Cmd::Bench {
             what:

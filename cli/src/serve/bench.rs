@@ -255,3 +255,95 @@ pub fn bench_zeo(opts: &BenchOptions, out: &mut dyn Write) -> Result<BenchResult
     );
     Ok(result)
 }
+
+/// A `loadBefore` request (48 bytes with an int msgid) and the reply
+/// for a record of about 190 bytes, on the wire with the frame header, as
+/// `bench zeo` exchanges them.
+const ECHO_REQUEST: usize = 48;
+const ECHO_REPLY: usize = 230;
+
+/// `zodbrs bench loopback`: the ceiling `bench zeo` runs under on this
+/// machine. A server that answers each request with a reply of a
+/// `loadBefore`'s size and does nothing else, and the same connections
+/// sending one request at a time, each side on its own runtime as the
+/// real server and generator are. Whatever `bench zeo` measures below
+/// this is the protocol and the storage; this is the kernel's TCP and the
+/// scheduler.
+pub fn bench_loopback(
+    clients: usize,
+    seconds: f64,
+    out: &mut dyn Write,
+) -> Result<f64, BenchError> {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let other = |e: std::io::Error| BenchError::Other(e.to_string());
+    let server_rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(other)?;
+    let listener = server_rt
+        .block_on(tokio::net::TcpListener::bind(("127.0.0.1", 0)))
+        .map_err(other)?;
+    let addr = listener.local_addr().map_err(other)?;
+    server_rt.spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let _ = s.set_nodelay(true);
+            tokio::spawn(async move {
+                let mut req = [0u8; ECHO_REQUEST];
+                let rep = [7u8; ECHO_REPLY];
+                while s.read_exact(&mut req).await.is_ok() {
+                    if s.write_all(&rep).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let client_rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(other)?;
+    let done = Arc::new(AtomicU64::new(0));
+    let elapsed = client_rt.block_on(async {
+        let mut conns = Vec::with_capacity(clients.max(1));
+        for _ in 0..clients.max(1) {
+            let s = tokio::net::TcpStream::connect(addr).await.map_err(other)?;
+            s.set_nodelay(true).map_err(other)?;
+            conns.push(s);
+        }
+        let start = Instant::now();
+        let deadline = start + Duration::from_secs_f64(seconds);
+        let tasks: Vec<_> = conns
+            .into_iter()
+            .map(|mut s| {
+                let done = done.clone();
+                tokio::spawn(async move {
+                    let req = [1u8; ECHO_REQUEST];
+                    let mut rep = [0u8; ECHO_REPLY];
+                    while Instant::now() < deadline {
+                        s.write_all(&req).await?;
+                        s.read_exact(&mut rep).await?;
+                        done.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok::<_, std::io::Error>(())
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await
+                .map_err(|e| BenchError::Other(e.to_string()))?
+                .map_err(other)?;
+        }
+        Ok::<_, BenchError>(start.elapsed().as_secs_f64())
+    })?;
+    server_rt.shutdown_background();
+    let rate = done.load(Ordering::Relaxed) as f64 / elapsed;
+    let _ = writeln!(
+        out,
+        "loopback echo: {} clients, {seconds:.1} s: round trips/s {rate:.0} ({ECHO_REQUEST}-byte requests, {ECHO_REPLY}-byte replies)",
+        clients.max(1)
+    );
+    Ok(rate)
+}
