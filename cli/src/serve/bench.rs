@@ -256,10 +256,10 @@ pub fn bench_zeo(opts: &BenchOptions, out: &mut dyn Write) -> Result<BenchResult
     Ok(result)
 }
 
-/// A `loadBefore` request (48 bytes with an int msgid) and the reply
-/// for a record of about 190 bytes, on the wire with the frame header, as
-/// `bench zeo` exchanges them.
-const ECHO_REQUEST: usize = 48;
+/// A `loadBefore` request (66 bytes with ClientStorage's `(oid, tid)`
+/// msgid) and the reply for a record of about 170 bytes, on the wire with
+/// the frame header, as `bench zeo` exchanges them.
+const ECHO_REQUEST: usize = 66;
 const ECHO_REPLY: usize = 230;
 
 /// `zodbrs bench loopback`: the ceiling `bench zeo` runs under on this
