@@ -20,7 +20,7 @@
 use std::io::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
@@ -34,8 +34,8 @@ use super::Shared;
 use super::iter::Iterators;
 use super::storage::{Notice, Served, now_f64};
 use super::txn::{
-    BlobUpload, Decision, FinishAnswer, Lock, Op, Phase, TxnBuf, VoteAnswer, VoteJob, VoteOutcome,
-    vote_worker,
+    BlobUpload, Decision, FinishAnswer, Lock, Op, Phase, TxnBuf, VoteAnswer, VoteCancel, VoteJob,
+    VoteOutcome, vote_worker,
 };
 use crate::encoding::{Encoding, GlobalPolicy, Payload};
 use crate::exception::ZeoException;
@@ -1312,54 +1312,39 @@ where
         let label = self.label.clone();
         let held = t.held.take();
         let hold_on_conflict = !self.shared.config.client_conflict_resolution;
-        let handle = tokio::spawn(async move {
-            let (lock, locked_at) = match held {
-                Some(h) => {
-                    let at = h.locked_at;
-                    (Lock::Held(h), at)
-                }
-                None => {
-                    let waiting = WaitCount::new(&served.waiting);
-                    let guard = served.commit_lock.clone().lock_owned().await;
-                    drop(waiting);
-                    *served
-                        .stats
-                        .lock_time
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(now_f64());
-                    (Lock::Fresh(guard), Instant::now())
-                }
-            };
-            let on_timeout = {
-                let deferred = deferred.clone();
-                Box::new(move || {
-                    let _ = deferred.blocking_send(Deferred::TimedOut { generation });
-                })
-            };
-            let job = VoteJob {
-                served,
-                meta,
-                restore,
-                ops,
-                blobs,
-                conn,
-                label,
-                timeout,
-                locked_at,
-                hold_on_conflict,
-                on_timeout,
-            };
-            let (decide_tx, decide_rx) = std::sync::mpsc::channel();
-            let answer = VoteAnswer {
-                deferred,
-                rt: tokio::runtime::Handle::current(),
-                to,
-                generation,
-                decide: Some(decide_tx),
-            };
-            tokio::task::spawn_blocking(move || vote_worker(job, lock, answer, decide_rx));
-        });
-        t.phase = Phase::Voting(handle.abort_handle());
+        let cancel = VoteCancel::default();
+        let lock = match held {
+            Some(h) => Lock::Held(h),
+            None => Lock::Wait(cancel.clone()),
+        };
+        let on_timeout = {
+            let deferred = deferred.clone();
+            Box::new(move || {
+                let _ = deferred.blocking_send(Deferred::TimedOut { generation });
+            })
+        };
+        let job = VoteJob {
+            served,
+            meta,
+            restore,
+            ops,
+            blobs,
+            conn,
+            label,
+            timeout,
+            hold_on_conflict,
+            on_timeout,
+        };
+        let (decide_tx, decide_rx) = std::sync::mpsc::channel();
+        let answer = VoteAnswer {
+            deferred,
+            rt: tokio::runtime::Handle::current(),
+            to,
+            generation,
+            decide: Some(decide_tx),
+        };
+        tokio::task::spawn_blocking(move || vote_worker(job, lock, answer, decide_rx));
+        t.phase = Phase::Voting(cancel);
         Out::Pending
     }
 
@@ -1627,23 +1612,6 @@ fn key_error(iid: i64) -> ZeoException {
     ZeoException::Other {
         class_path: "builtins.KeyError".into(),
         state: Value::Tuple(vec![Value::from(iid)]),
-    }
-}
-
-/// Counts a vote waiting for the lock for as long as it waits (also when
-/// the wait is cancelled).
-struct WaitCount<'a>(&'a std::sync::atomic::AtomicUsize);
-
-impl<'a> WaitCount<'a> {
-    fn new(c: &'a std::sync::atomic::AtomicUsize) -> WaitCount<'a> {
-        c.fetch_add(1, Ordering::Relaxed);
-        WaitCount(c)
-    }
-}
-
-impl Drop for WaitCount<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

@@ -2,9 +2,10 @@
 //! `tpc_begin` … `tpc_finish`, `LockManager`).
 //!
 //! A connection buffers its transaction ([`TxnBuf`]): nothing reaches the
-//! storage before `vote`. At `vote` the connection queues for the storage's
-//! commit lock; once it has it, [`vote_worker`] runs on a blocking thread:
-//! storage `tpc_begin` (so the tid is chosen under the lock and tids follow
+//! storage before `vote`. At `vote`, [`vote_worker`] starts on a blocking
+//! thread, queues for the storage's commit lock (a vote cancelled while it
+//! waits gives the lock back as soon as it gets it), and once it has it
+//! runs storage `tpc_begin` (so the tid is chosen under the lock and tids follow
 //! commit order), the buffered operations in order, then blob stores, then
 //! the storage vote. The thread keeps the storage transaction (it borrows
 //! the storage) and waits for the connection's decision: finish, abort — or
@@ -31,7 +32,7 @@ use zodb_core::storage::TpcTxn;
 use zodb_core::{Oid, StorageError, Tid, TxnMeta, TxnStatus};
 
 use super::conn::Deferred;
-use super::storage::{Finished, Served};
+use super::storage::{Finished, Served, now_f64};
 use crate::exception::ZeoException;
 use crate::reply::VoteItem;
 use crate::request::TxnId;
@@ -256,10 +257,28 @@ impl Drop for HeldLock {
 /// The lock a vote starts with: just acquired, or kept from the previous
 /// conflict round.
 pub(crate) enum Lock {
-    /// Acquired for this vote.
-    Fresh(OwnedMutexGuard<()>),
+    /// To be acquired by the worker itself: a release then wakes the next
+    /// voter's thread directly, with no task in between (each hand-off is
+    /// a wake-up inside the lock's hold time, which bounds the commit
+    /// rate). A vote cancelled while waiting gives the lock back at once.
+    Wait(VoteCancel),
     /// Kept since an earlier round.
     Held(HeldLock),
+}
+
+/// Cancels a vote that may still be waiting for the commit lock.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct VoteCancel(Arc<std::sync::atomic::AtomicBool>);
+
+impl VoteCancel {
+    /// The transaction is over (aborted, or its connection gone).
+    pub(crate) fn abort(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+
+    fn cancelled(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
 }
 
 /// Everything a vote needs, moved to the worker.
@@ -273,7 +292,6 @@ pub(crate) struct VoteJob {
     pub(crate) label: String,
     /// `transaction-timeout`, counted from when the lock was taken.
     pub(crate) timeout: Option<Duration>,
-    pub(crate) locked_at: Instant,
     /// Keep the commit lock when returning conflicts (see [`HeldLock`]).
     pub(crate) hold_on_conflict: bool,
     /// Called (from the worker thread) when the timeout expired and the
@@ -367,12 +385,6 @@ pub(crate) fn vote_worker(
     reply: VoteAnswer,
     decisions: Receiver<Decision>,
 ) {
-    let Some(guard) = (match lock {
-        Lock::Fresh(g) => Some(g),
-        Lock::Held(h) => h.take(),
-    }) else {
-        return;
-    };
     let VoteJob {
         served,
         meta,
@@ -382,10 +394,32 @@ pub(crate) fn vote_worker(
         conn,
         label,
         timeout,
-        locked_at,
         hold_on_conflict,
         on_timeout,
     } = job;
+    let (guard, locked_at) = match lock {
+        Lock::Wait(cancel) => {
+            served.waiting.fetch_add(1, Ordering::Relaxed);
+            let guard = served.commit_lock.clone().blocking_lock_owned();
+            served.waiting.fetch_sub(1, Ordering::Relaxed);
+            if cancel.cancelled() {
+                return;
+            }
+            *served
+                .stats
+                .lock_time
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(now_f64());
+            (guard, Instant::now())
+        }
+        Lock::Held(h) => {
+            let at = h.locked_at;
+            match h.take() {
+                Some(g) => (g, at),
+                None => return,
+            }
+        }
+    };
     let release = |served: &Served, guard: OwnedMutexGuard<()>| {
         *served
             .stats
@@ -736,7 +770,7 @@ pub(crate) enum Phase {
     /// Buffering operations.
     Open,
     /// `vote` sent: waiting for the lock, or voting.
-    Voting(tokio::task::AbortHandle),
+    Voting(VoteCancel),
     /// Voted: the worker holds the lock and waits for this.
     Voted(Sender<Decision>),
     /// `tpc_finish` or `tpc_abort` handed to the worker.
