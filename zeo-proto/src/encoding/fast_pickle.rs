@@ -16,31 +16,14 @@ use bytes::Bytes;
 use super::MAX_DEPTH;
 use crate::value::Value;
 
-const PROTO: u8 = 0x80;
-const STOP: u8 = b'.';
-const MARK: u8 = b'(';
-const NONE: u8 = b'N';
-const NEWTRUE: u8 = 0x88;
-const NEWFALSE: u8 = 0x89;
-const BININT: u8 = b'J';
-const BININT1: u8 = b'K';
-const BININT2: u8 = b'M';
-const LONG1: u8 = 0x8a;
-const BINFLOAT: u8 = b'G';
-const SHORT_BINBYTES: u8 = b'C';
-const BINBYTES: u8 = b'B';
-const SHORT_BINSTRING: u8 = b'U';
-const BINSTRING: u8 = b'T';
-const BINUNICODE: u8 = b'X';
+use super::pickle::{
+    APPEND, APPENDS, BINBYTES, BINFLOAT, BININT, BININT1, BININT2, BINSTRING, BINUNICODE,
+    EMPTY_LIST, EMPTY_TUPLE, LONG1, MARK, NEWFALSE, NEWTRUE, NONE, PROTO, SHORT_BINBYTES,
+    SHORT_BINSTRING, STOP, TUPLE, TUPLE1, TUPLE2, TUPLE3,
+};
+
+/// Protocol 4's short text, which Python peers may send (ZEO writes 3).
 const SHORT_BINUNICODE: u8 = 0x8c;
-const EMPTY_TUPLE: u8 = b')';
-const TUPLE: u8 = b't';
-const TUPLE1: u8 = 0x85;
-const TUPLE2: u8 = 0x86;
-const TUPLE3: u8 = 0x87;
-const EMPTY_LIST: u8 = b']';
-const APPEND: u8 = b'a';
-const APPENDS: u8 = b'e';
 
 /// A value on the stack with the height of its tree (a leaf is 0), so the
 /// general decoder's depth limit can be honoured without a second walk.

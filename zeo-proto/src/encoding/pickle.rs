@@ -338,31 +338,31 @@ pub(super) fn long_to_i128(le: &[u8]) -> Result<i128, DecodeError> {
     Ok(v)
 }
 
-// Opcodes written (protocol 3).
-const PROTO: u8 = 0x80;
-const STOP: u8 = b'.';
-const MARK: u8 = b'(';
-const NONE: u8 = b'N';
-const NEWTRUE: u8 = 0x88;
-const NEWFALSE: u8 = 0x89;
-const BININT: u8 = b'J';
-const BININT1: u8 = b'K';
-const BININT2: u8 = b'M';
-const LONG1: u8 = 0x8a;
-const BINFLOAT: u8 = b'G';
-const SHORT_BINBYTES: u8 = b'C';
-const BINBYTES: u8 = b'B';
-const SHORT_BINSTRING: u8 = b'U';
-const BINSTRING: u8 = b'T';
-const BINUNICODE: u8 = b'X';
-const EMPTY_TUPLE: u8 = b')';
-const TUPLE: u8 = b't';
-const TUPLE1: u8 = 0x85;
-const TUPLE2: u8 = 0x86;
-const TUPLE3: u8 = 0x87;
-const EMPTY_LIST: u8 = b']';
-const APPEND: u8 = b'a';
-const APPENDS: u8 = b'e';
+// Opcodes written (protocol 3), and read by the fast reader.
+pub(super) const PROTO: u8 = 0x80;
+pub(super) const STOP: u8 = b'.';
+pub(super) const MARK: u8 = b'(';
+pub(super) const NONE: u8 = b'N';
+pub(super) const NEWTRUE: u8 = 0x88;
+pub(super) const NEWFALSE: u8 = 0x89;
+pub(super) const BININT: u8 = b'J';
+pub(super) const BININT1: u8 = b'K';
+pub(super) const BININT2: u8 = b'M';
+pub(super) const LONG1: u8 = 0x8a;
+pub(super) const BINFLOAT: u8 = b'G';
+pub(super) const SHORT_BINBYTES: u8 = b'C';
+pub(super) const BINBYTES: u8 = b'B';
+pub(super) const SHORT_BINSTRING: u8 = b'U';
+pub(super) const BINSTRING: u8 = b'T';
+pub(super) const BINUNICODE: u8 = b'X';
+pub(super) const EMPTY_TUPLE: u8 = b')';
+pub(super) const TUPLE: u8 = b't';
+pub(super) const TUPLE1: u8 = 0x85;
+pub(super) const TUPLE2: u8 = 0x86;
+pub(super) const TUPLE3: u8 = 0x87;
+pub(super) const EMPTY_LIST: u8 = b']';
+pub(super) const APPEND: u8 = b'a';
+pub(super) const APPENDS: u8 = b'e';
 const EMPTY_DICT: u8 = b'}';
 const SETITEM: u8 = b's';
 const SETITEMS: u8 = b'u';
