@@ -7,7 +7,7 @@ use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
@@ -241,6 +241,20 @@ pub(crate) struct Finished {
     pub(crate) tid: Tid,
     pub(crate) oids: Vec<Oid>,
     pub(crate) origin: u64,
+    /// The [`LockActivity::taken`] count when this transaction took the
+    /// commit lock.
+    pub(crate) epoch: u64,
+}
+
+/// What the group-commit syncer looks at to tell whether another commit
+/// is on its way: votes queued for the lock, and how many times the lock
+/// has been taken.
+#[derive(Debug, Default)]
+pub(crate) struct LockActivity {
+    /// Votes waiting for the lock (`server_status()['waiting']`).
+    pub(crate) waiting: AtomicUsize,
+    /// Times the lock was taken, ever.
+    pub(crate) taken: std::sync::atomic::AtomicU64,
 }
 
 /// A served storage's runtime state.
@@ -250,8 +264,8 @@ pub(crate) struct Served {
     /// ZEO's commit lock: one vote→finish at a time, FIFO across
     /// connections (tokio's mutex queues waiters fairly).
     pub(crate) commit_lock: Arc<tokio::sync::Mutex<()>>,
-    /// Votes waiting for the lock (`server_status()['waiting']`).
-    pub(crate) waiting: AtomicUsize,
+    /// Votes waiting for the lock, and how often it was taken.
+    pub(crate) activity: Arc<LockActivity>,
     pub(crate) stats: Stats,
     pub(crate) blobs: Option<BlobDir>,
     fanout: Arc<Mutex<Fanout>>,
@@ -358,15 +372,25 @@ impl Served {
             last_published: last,
         }));
         let failed = Arc::new(AtomicBool::new(false));
+        let commit_lock = Arc::new(tokio::sync::Mutex::new(()));
+        let activity = Arc::new(LockActivity::default());
         let (syncer, syncer_thread) = match spec.group_sync.clone() {
             Some(sync) => {
                 let (tx, rx) = std::sync::mpsc::channel::<Finished>();
                 let fanout = fanout.clone();
                 let failed = failed.clone();
                 let storage_name = name.clone();
+                let lock = commit_lock.clone();
+                let activity = activity.clone();
                 let thread = std::thread::Builder::new()
                     .name(format!("zeo-sync-{name}"))
-                    .spawn(move || syncer_loop(&storage_name, &rx, &*sync, &fanout, &failed))
+                    .spawn(move || {
+                        let next = NextCommit {
+                            lock: &lock,
+                            activity: &activity,
+                        };
+                        syncer_loop(&storage_name, &rx, &*sync, &fanout, &failed, &next)
+                    })
                     .map_err(|source| ServeError::Io {
                         what: "starting the group-commit thread",
                         source,
@@ -378,8 +402,8 @@ impl Served {
         Ok(Served {
             name,
             spec,
-            commit_lock: Arc::new(tokio::sync::Mutex::new(())),
-            waiting: AtomicUsize::new(0),
+            commit_lock,
+            activity,
             stats: Stats {
                 start: ctime_now(),
                 ..Stats::default()
@@ -519,7 +543,7 @@ impl Served {
             ("start", Value::str(s.start.as_str())),
             (
                 "waiting",
-                Value::Int(self.waiting.load(Ordering::Relaxed) as i128),
+                Value::Int(self.activity.waiting.load(Ordering::Relaxed) as i128),
             ),
             (
                 "timeout-thread-is-alive",
@@ -589,16 +613,51 @@ fn publish(fanout: &Mutex<Fanout>, commits: Vec<Finished>) {
 /// The group-commit loop: waits for a finished commit, takes every other
 /// one finished meanwhile, makes them durable with one call, publishes
 /// them in order.
+/// Tells the syncer whether a commit is on its way.
+struct NextCommit<'a> {
+    lock: &'a tokio::sync::Mutex<()>,
+    activity: &'a LockActivity,
+}
+
+impl NextCommit<'_> {
+    /// Whether a transaction other than those up to lock epoch `seen`
+    /// holds the commit lock, or a vote queues for it.
+    fn coming(&self, seen: u64) -> bool {
+        self.activity.waiting.load(Ordering::SeqCst) > 0
+            || (self.activity.taken.load(Ordering::SeqCst) > seen && self.lock.try_lock().is_err())
+    }
+}
+
+/// How long the group-commit syncer waits for a commit under way before
+/// an fsync (see [`syncer_loop`]).
+const GROUP_LINGER: std::time::Duration = std::time::Duration::from_micros(300);
+
 fn syncer_loop(
     name: &str,
     rx: &std::sync::mpsc::Receiver<Finished>,
     sync: &(dyn Fn() -> std::io::Result<()> + Send + Sync),
     fanout: &Mutex<Fanout>,
     failed: &AtomicBool,
+    next: &NextCommit<'_>,
 ) {
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         batch.extend(rx.try_iter());
+        // Another transaction has the commit lock or queues for it: it
+        // will finish shortly, so wait for it a little and let one fsync
+        // cover both (PostgreSQL's commit_delay, applied only when a
+        // commit is actually on its way, so a lone writer never waits).
+        let deadline = Instant::now() + GROUP_LINGER;
+        while next.coming(batch.iter().map(|f| f.epoch).max().unwrap_or(0)) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(f) => {
+                    batch.push(f);
+                    batch.extend(rx.try_iter());
+                }
+                Err(_) => break,
+            }
+        }
         if let Err(e) = sync() {
             // The commits are in the storage but may not be on disk: no
             // client may be told they happened. Stop committing; every

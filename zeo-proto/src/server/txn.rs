@@ -397,11 +397,13 @@ pub(crate) fn vote_worker(
         hold_on_conflict,
         on_timeout,
     } = job;
-    let (guard, locked_at) = match lock {
+    // `epoch`: which taking of the lock this is (see `LockActivity`).
+    let (guard, locked_at, epoch) = match lock {
         Lock::Wait(cancel) => {
-            served.waiting.fetch_add(1, Ordering::Relaxed);
+            served.activity.waiting.fetch_add(1, Ordering::SeqCst);
             let guard = served.commit_lock.clone().blocking_lock_owned();
-            served.waiting.fetch_sub(1, Ordering::Relaxed);
+            let epoch = served.activity.taken.fetch_add(1, Ordering::SeqCst) + 1;
+            served.activity.waiting.fetch_sub(1, Ordering::SeqCst);
             if cancel.cancelled() {
                 return;
             }
@@ -410,12 +412,13 @@ pub(crate) fn vote_worker(
                 .lock_time
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(now_f64());
-            (guard, Instant::now())
+            (guard, Instant::now(), epoch)
         }
         Lock::Held(h) => {
             let at = h.locked_at;
             match h.take() {
-                Some(g) => (g, at),
+                // Nobody took the lock since this transaction did.
+                Some(g) => (g, at, served.activity.taken.load(Ordering::SeqCst)),
                 None => return,
             }
         }
@@ -650,6 +653,7 @@ pub(crate) fn vote_worker(
                     tid,
                     oids: invalidated,
                     origin: conn,
+                    epoch,
                 });
                 release(&served, guard);
                 done.send(Ok(tid));
