@@ -42,11 +42,12 @@ impl Row {
     }
 }
 
-/// xorshift64*: a fixed, dependency-free random sequence for sampling oids.
-struct Rng(u64);
+/// xorshift64*: a fixed, dependency-free random sequence for sampling oids,
+/// shared by every benchmark (the same seed gives the same oids).
+pub(crate) struct Rng(pub(crate) u64);
 
 impl Rng {
-    fn next(&mut self) -> u64 {
+    pub(crate) fn next(&mut self) -> u64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;

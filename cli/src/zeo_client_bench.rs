@@ -10,6 +10,7 @@
 //!   several in flight from one process is threads sharing the
 //!   `ClientStorage` (its connection carries their requests together).
 
+use crate::bench::Rng;
 use std::collections::VecDeque;
 use std::io::Write;
 use std::path::PathBuf;
@@ -43,18 +44,6 @@ pub struct ZeoClientBenchOptions {
     pub py_threads: usize,
     /// Load oids below this (default: the storage's object count).
     pub oids: Option<u64>,
-}
-
-/// xorshift64*: a fixed random sequence of oids.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
 }
 
 /// A load's outcome: a missing oid is still a round trip.

@@ -8,6 +8,7 @@
 //! of its own, so writers contend for the commit lock but never conflict.
 //! It prints the rate and the median and 99th-percentile latency.
 
+use crate::bench::Rng;
 use std::io::Write;
 use std::time::{Duration, Instant};
 
@@ -68,18 +69,6 @@ pub enum BenchError {
     /// The runtime.
     #[error("{0}")]
     Other(String),
-}
-
-/// xorshift64*: a fixed random sequence per client, no dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
 }
 
 /// A small persistent record: class pickle and state, as ZODB writes one.
