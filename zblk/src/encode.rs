@@ -235,6 +235,131 @@ pub fn encode_zblk(state: &ZBlkState, dialect: Dialect) -> Result<Vec<u8>> {
     sb.record((FILE_ZODB, format.class_name()), node)
 }
 
+/// A `ZBlk0` record cut around its data, for writing blocks that live in
+/// someone else's memory (the pager's mapping) without first copying them
+/// into a [`Bytes`] the graph could hold.
+///
+/// The record of a ZBlk0 is the class pickle, then the state pickle, which
+/// is the block's bytes alone: one length-prefixed opcode in the middle,
+/// everything around it independent of the data (the bytes object is
+/// memoized the same whatever its length). So the frame is made once per
+/// dialect by the general encoder on a placeholder, and each block is then
+/// `head`, its opcode and length, the data, `tail`: the same bytes as
+/// [`encode_zblk`], which the tests hold it to. Data shorter than the
+/// placeholder goes through the general encoder: short strings have rules
+/// of their own in Python 2 (the empty `str` is never memoized), and
+/// copying them costs nothing.
+///
+/// Only for the dialects whose block data is one counted opcode: Python 2
+/// (`str`) and Python 3 at protocol 3 (`bytes`). Below protocol 3 Python 3
+/// spells bytes as `_codecs.encode(text, 'latin1')`, a transformation of
+/// the data; [`ZBlk0Frame::new`] gives `None` there.
+#[derive(Clone, Debug)]
+pub struct ZBlk0Frame {
+    dialect: Dialect,
+    kind: BinaryKind,
+    head: Vec<u8>,
+    tail: Vec<u8>,
+    long: u8,
+    max: usize,
+    what: &'static str,
+}
+
+/// The placeholder's length: long enough for the 4-byte length form, whose
+/// opcode and length are then easy to find and replace.
+const FRAME_PLACEHOLDER: usize = 256;
+
+impl ZBlk0Frame {
+    /// The frame for `dialect`, or `None` where block data is not written as
+    /// one counted opcode.
+    pub fn new(dialect: Dialect) -> Result<Option<ZBlk0Frame>> {
+        // pickletools' opcodes for long bytes and Python 2 strings.
+        const BINBYTES: u8 = b'B';
+        const BINSTRING: u8 = b'T';
+        let (kind, long, max, what) = match (dialect.flavor(), dialect.protocol()) {
+            (Flavor::Py2, _) => (BinaryKind::Str, BINSTRING, i32::MAX as usize, "str"),
+            (Flavor::Py3, p) if p >= 3 => (BinaryKind::Bytes, BINBYTES, u32::MAX as usize, "bytes"),
+            _ => return Ok(None),
+        };
+        let placeholder = Bytes::from(vec![0xA5u8; FRAME_PLACEHOLDER]);
+        let record = encode_zblk(
+            &ZBlkState::ZBlk0(crate::format::ZBlk0State {
+                data: Binary {
+                    data: placeholder.clone(),
+                    kind,
+                },
+                legacy_name: false,
+            }),
+            dialect,
+        )?;
+        let mut counted = vec![long];
+        counted.extend_from_slice(&(FRAME_PLACEHOLDER as u32).to_le_bytes());
+        counted.extend_from_slice(&placeholder);
+        let found: Vec<usize> = record
+            .windows(counted.len())
+            .enumerate()
+            .filter(|(_, w)| *w == counted.as_slice())
+            .map(|(i, _)| i)
+            .collect();
+        let [at] = found.as_slice() else {
+            return Err(Error::Invalid(format!(
+                "the {dialect:?} ZBlk0 record has {} places for its data, not one",
+                found.len()
+            )));
+        };
+        let (head, rest) = record.split_at(*at);
+        Ok(Some(ZBlk0Frame {
+            dialect,
+            kind,
+            head: head.to_vec(),
+            tail: rest.get(counted.len()..).unwrap_or_default().to_vec(),
+            long,
+            max,
+            what,
+        }))
+    }
+
+    /// Appends the record of a ZBlk0 holding `data` to `out`.
+    pub fn encode_into(&self, data: &[u8], out: &mut Vec<u8>) -> Result<()> {
+        let too_large = || Error::Encode {
+            what: format!("a {FILE_ZODB}.ZBlk0 record"),
+            source: zodb_core::pickle::EncodeError::TooLarge {
+                what: self.what,
+                len: data.len(),
+            },
+        };
+        if data.len() < FRAME_PLACEHOLDER {
+            let st = ZBlkState::ZBlk0(crate::format::ZBlk0State {
+                data: Binary {
+                    data: Bytes::copy_from_slice(data),
+                    kind: self.kind,
+                },
+                legacy_name: false,
+            });
+            out.extend_from_slice(&encode_zblk(&st, self.dialect)?);
+            return Ok(());
+        }
+        let n = u32::try_from(data.len())
+            .ok()
+            .filter(|_| data.len() <= self.max)
+            .ok_or_else(too_large)?;
+        out.reserve(self.head.len() + 5 + data.len() + self.tail.len());
+        out.extend_from_slice(&self.head);
+        out.push(self.long);
+        out.extend_from_slice(&n.to_le_bytes());
+        out.extend_from_slice(data);
+        out.extend_from_slice(&self.tail);
+        Ok(())
+    }
+
+    /// The record of a ZBlk0 holding `data`.
+    pub fn encode(&self, data: &[u8]) -> Result<Vec<u8>> {
+        let mut out = Vec::new();
+        self.encode_into(data, &mut out)?;
+        Ok(out)
+    }
+}
+
 /// The record of a `ZData`.
 pub fn encode_zdata(state: &ZDataState, dialect: Dialect) -> Result<Vec<u8>> {
     let mut sb = StateBuilder::new(dialect);

@@ -9,8 +9,8 @@ use proptest::prelude::*;
 use zblk::btree::{BucketState, Family, Node, TreeNodes, TreeState, decode_node};
 use zblk::dtype::DType;
 use zblk::encode::{
-    encode_bucket, encode_dtype, encode_tree, encode_zbigarray, encode_zbigfile, encode_zblk,
-    encode_zdata,
+    ZBlk0Frame, encode_bucket, encode_dtype, encode_tree, encode_zbigarray, encode_zbigfile,
+    encode_zblk, encode_zdata,
 };
 use zblk::format::{
     Binary, BinaryKind, ObjRef, Order, ZBigArrayState, ZBigFileState, ZBlk0State, ZBlk1State,
@@ -175,6 +175,30 @@ proptest! {
         let st = ZBlkState::ZBlk0(ZBlk0State { data: binary(d, data, as_str), legacy_name: legacy });
         let got = decode_zblk(Oid(1), &rec(encode_zblk(&st, d).unwrap())).unwrap();
         prop_assert_eq!(got, st);
+    }
+
+    /// The frame around borrowed block data writes what the general
+    /// encoder writes for the same block, at every length form (short,
+    /// long, across 255/256 and the placeholder's own length).
+    #[test]
+    fn zblk0_frame_is_the_general_encoding(
+        d in dialect(),
+        len in prop_oneof![0usize..300, 250usize..262, 60_000usize..70_000],
+        seed in any::<u8>(),
+    ) {
+        let data: Vec<u8> = (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect();
+        match ZBlk0Frame::new(d).unwrap() {
+            Some(frame) => {
+                let kind = if d.flavor() == Flavor::Py2 { BinaryKind::Str } else { BinaryKind::Bytes };
+                let st = ZBlkState::ZBlk0(ZBlk0State {
+                    data: Binary { data: Bytes::from(data.clone()), kind },
+                    legacy_name: false,
+                });
+                prop_assert_eq!(frame.encode(&data).unwrap(), encode_zblk(&st, d).unwrap());
+            }
+            // Only Python 3 below protocol 3 spells bytes another way.
+            None => prop_assert!(d.flavor() == Flavor::Py3 && d.protocol() < 3),
+        }
     }
 
     #[test]

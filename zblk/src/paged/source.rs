@@ -23,7 +23,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use bytes::Bytes;
 use pager::{BlockChange, BlockSource, Changes, DirtyBlock, Snapshot, SourceError};
 use zodb_core::notify::CommitWatch;
 use zodb_core::storage::Snapshot as View;
@@ -310,8 +309,10 @@ impl<S: WriteStorage + ?Sized + 'static> BlockSource for ZBigFileSource<S> {
             w.resize(a, shape)
                 .map_err(|e| backend(format!("resizing ZBigArray {array} to {shape:?}"), e))?;
         }
+        // The blocks are lent, not copied: they stay put in the mapping
+        // until this commit is done, and the writer pickles them from there.
         for b in blocks {
-            w.store_block_bytes(f, b.index, Bytes::copy_from_slice(b.data), format)
+            w.store_block_lent(f, b.index, b.data, format)
                 .map_err(|e| backend(format!("storing block {}", b.index), e))?;
         }
         // The writer loaded the current revisions: a commit after those

@@ -27,7 +27,7 @@ pub struct ArraySpec {
 /// wendelin.core's default ZBigArray block size.
 pub const DEFAULT_BLKSIZE: u64 = 2 << 20;
 
-impl<S: WriteStorage + ?Sized> Writer<'_, S> {
+impl<'s, S: WriteStorage + ?Sized> Writer<'s, S> {
     /// `root[key] = ZBigArray(shape, dtype, order, blksize)`: a new array,
     /// its ZBigFile and the file's empty LOBTree, stored (and given oids)
     /// at the next commit. Refuses a key the root already has: replacing an

@@ -6,7 +6,7 @@
 use bytes::Bytes;
 use zodb_core::WriteStorage;
 
-use super::{Class, Dirty, FileId, ObjId, State, Writer};
+use super::{BlockData, Class, Dirty, FileId, ObjId, State, Writer};
 use crate::btree::Family;
 use crate::error::{Error, Result};
 use crate::format::BlockFormat;
@@ -64,7 +64,7 @@ fn memdelta(a: &[u8], b: &[u8]) -> usize {
     a.len().max(b.len()) - common + differ
 }
 
-impl<S: WriteStorage + ?Sized> Writer<'_, S> {
+impl<'s, S: WriteStorage + ?Sized> Writer<'s, S> {
     /// `(blksize, blktab)` of a file.
     pub(super) fn file_parts(&mut self, f: FileId) -> Result<(u64, ObjId)> {
         self.load(f.0)?;
@@ -125,7 +125,7 @@ impl<S: WriteStorage + ?Sized> Writer<'_, S> {
     fn loadblkdata(&mut self, z: ObjId) -> Result<Vec<u8>> {
         self.load(z)?;
         match &self.obj(z)?.state {
-            State::ZBlk0(data) => Ok(data.to_vec()),
+            State::ZBlk0(data) => Ok(data.as_slice().to_vec()),
             State::ZBlk1 { chunktab } => {
                 let chunktab = *chunktab;
                 let items = self.tree_items(chunktab)?;
@@ -179,12 +179,35 @@ impl<S: WriteStorage + ?Sized> Writer<'_, S> {
         data: Bytes,
         fmt: WriteFormat,
     ) -> Result<()> {
+        self.store_block_data(f, blk, BlockData::Shared(data), fmt)
+    }
+
+    /// [`store_block`](Self::store_block) of memory lent for the writer's
+    /// life: a ZBlk0 block is pickled straight from it at commit (the
+    /// pager's dirty blocks, which stay put until the commit is done).
+    pub fn store_block_lent(
+        &mut self,
+        f: FileId,
+        blk: u64,
+        data: &'s [u8],
+        fmt: WriteFormat,
+    ) -> Result<()> {
+        self.store_block_data(f, blk, BlockData::Lent(data), fmt)
+    }
+
+    fn store_block_data(
+        &mut self,
+        f: FileId,
+        blk: u64,
+        data: BlockData<'s>,
+        fmt: WriteFormat,
+    ) -> Result<()> {
         self.check()?;
         let (blksize, blktab) = self.file_parts(f)?;
-        if data.len() as u64 > blksize {
+        let len = data.as_slice().len();
+        if len as u64 > blksize {
             return Err(Error::Invalid(format!(
-                "block {blk}: {} bytes in a block of {blksize}",
-                data.len()
+                "block {blk}: {len} bytes in a block of {blksize}"
             )));
         }
         let key = block_key(blk)?;
@@ -192,7 +215,7 @@ impl<S: WriteStorage + ?Sized> Writer<'_, S> {
         let class = match fmt {
             WriteFormat::ZBlk0 => Class::ZBlk0,
             WriteFormat::ZBlk1 => Class::ZBlk1,
-            WriteFormat::Auto => self.heuristic(blksize, blktab, zblk, key, &data)?,
+            WriteFormat::Auto => self.heuristic(blksize, blktab, zblk, key, data.as_slice())?,
         };
         self.setzblk(blksize, blktab, key, zblk, data, class)
     }
@@ -205,7 +228,7 @@ impl<S: WriteStorage + ?Sized> Writer<'_, S> {
         blktab: ObjId,
         key: i64,
         zblk: Option<ObjId>,
-        data: Bytes,
+        data: BlockData<'s>,
         class: Class,
     ) -> Result<()> {
         let current = match zblk {
@@ -220,7 +243,7 @@ impl<S: WriteStorage + ?Sized> Writer<'_, S> {
                         let chunktab = self.new_tree(Family::IO);
                         self.new_obj(Class::ZBlk1, State::ZBlk1 { chunktab })
                     }
-                    _ => self.new_obj(Class::ZBlk0, State::ZBlk0(Bytes::new())),
+                    _ => self.new_obj(Class::ZBlk0, State::ZBlk0(BlockData::Shared(Bytes::new()))),
                 };
                 self.blocks.push(z);
                 self.tree_setitem(blktab, key, Some(z))?;
@@ -228,15 +251,18 @@ impl<S: WriteStorage + ?Sized> Writer<'_, S> {
             }
         };
         let changed = match class {
-            Class::ZBlk1 => self.zblk1_setblkdata(z, blksize, &data)?,
+            Class::ZBlk1 => self.zblk1_setblkdata(z, blksize, data.as_slice())?,
             _ => {
                 // Setting `_v_blkdata` unghostifies the object (loading
                 // it, which gives the serial the store needs).
                 if self.has_oid(z) {
                     self.load(z)?;
                 }
-                let n = rstrip(&data);
-                self.obj_mut(z)?.state = State::ZBlk0(data.slice(..n));
+                let n = rstrip(data.as_slice());
+                self.obj_mut(z)?.state = State::ZBlk0(match data {
+                    BlockData::Shared(b) => BlockData::Shared(b.slice(..n)),
+                    BlockData::Lent(s) => BlockData::Lent(s.get(..n).unwrap_or_default()),
+                });
                 true
             }
         };
@@ -342,7 +368,7 @@ impl<S: WriteStorage + ?Sized> Writer<'_, S> {
                 && self.is_changed(prev)
                 && self.block_class(prev)? != Class::ZBlk0
             {
-                let prev_data = Bytes::from(self.loadblkdata(prev)?);
+                let prev_data = BlockData::Shared(Bytes::from(self.loadblkdata(prev)?));
                 self.setzblk(
                     blksize,
                     blktab,

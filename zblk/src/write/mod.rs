@@ -181,9 +181,28 @@ struct ArrayObj {
     record: Option<Record>,
 }
 
+/// A ZBlk0's data: bytes shared with a record or a caller, or a slice of
+/// memory the caller lends for the writer's life. Lent data is pickled
+/// from where it lies, so a pager committing a gigabyte of dirty blocks
+/// out of its mapping does not first copy them into fresh memory.
+#[derive(Clone, Debug)]
+enum BlockData<'s> {
+    Shared(Bytes),
+    Lent(&'s [u8]),
+}
+
+impl BlockData<'_> {
+    fn as_slice(&self) -> &[u8] {
+        match self {
+            BlockData::Shared(b) => b,
+            BlockData::Lent(s) => s,
+        }
+    }
+}
+
 /// An object's state, or why it has none.
 #[derive(Clone, Debug)]
-enum State {
+enum State<'s> {
     /// Not loaded (a ghost): known by oid and class only.
     Ghost,
     /// Slot free for reuse.
@@ -196,7 +215,7 @@ enum State {
     },
     Tree(TreeObj),
     Bucket(BucketObj),
-    ZBlk0(Bytes),
+    ZBlk0(BlockData<'s>),
     ZBlk1 {
         chunktab: ObjId,
     },
@@ -204,14 +223,14 @@ enum State {
 }
 
 #[derive(Clone, Debug)]
-struct Obj {
+struct Obj<'s> {
     oid: Option<Oid>,
     /// Serial it was loaded at (or last stored as); ZERO for new objects.
     serial: Tid,
     class: Class,
     /// `_p_changed`.
     changed: bool,
-    state: State,
+    state: State<'s>,
 }
 
 /// How a [`Writer`] pickles.
@@ -239,7 +258,7 @@ pub struct Committed {
 pub struct Writer<'s, S: WriteStorage + ?Sized> {
     storage: &'s S,
     dialect: Dialect,
-    objs: Vec<Obj>,
+    objs: Vec<Obj<'s>>,
     free: Vec<ObjId>,
     by_oid: HashMap<Oid, ObjId>,
     /// `_registered_objects`.
@@ -254,6 +273,9 @@ pub struct Writer<'s, S: WriteStorage + ?Sized> {
     dirty: Vec<Dirty>,
     /// The format dirty pages are stored in.
     fmt: WriteFormat,
+    /// This dialect's ZBlk0 record around its data, made at the first
+    /// ZBlk0 pickled (`Some(None)`: the dialect has no such frame).
+    zblk0_frame: Option<Option<encode::ZBlk0Frame>>,
     poisoned: bool,
 }
 
@@ -332,6 +354,7 @@ impl<'s, S: WriteStorage + ?Sized> Writer<'s, S> {
             root: 0,
             dirty: Vec::new(),
             fmt: WriteFormat::ZBlk0,
+            zblk0_frame: None,
             poisoned: false,
         };
         if existing.is_none() {
@@ -380,7 +403,7 @@ impl<'s, S: WriteStorage + ?Sized> Writer<'s, S> {
 
     // --- the arena
 
-    fn alloc(&mut self, obj: Obj) -> ObjId {
+    fn alloc(&mut self, obj: Obj<'s>) -> ObjId {
         match self.free.pop() {
             Some(id) => {
                 if let Some(slot) = self.objs.get_mut(id) {
@@ -396,7 +419,7 @@ impl<'s, S: WriteStorage + ?Sized> Writer<'s, S> {
     }
 
     /// A new object (no oid, as Python objects before they are added).
-    fn new_obj(&mut self, class: Class, state: State) -> ObjId {
+    fn new_obj(&mut self, class: Class, state: State<'s>) -> ObjId {
         self.alloc(Obj {
             oid: None,
             serial: Tid::ZERO,
@@ -406,13 +429,13 @@ impl<'s, S: WriteStorage + ?Sized> Writer<'s, S> {
         })
     }
 
-    fn obj(&self, id: ObjId) -> Result<&Obj> {
+    fn obj(&self, id: ObjId) -> Result<&Obj<'s>> {
         self.objs
             .get(id)
             .ok_or_else(|| Error::Invalid(format!("object handle {id} is stale")))
     }
 
-    fn obj_mut(&mut self, id: ObjId) -> Result<&mut Obj> {
+    fn obj_mut(&mut self, id: ObjId) -> Result<&mut Obj<'s>> {
         self.objs
             .get_mut(id)
             .ok_or_else(|| Error::Invalid(format!("object handle {id} is stale")))
@@ -571,7 +594,7 @@ impl<'s, S: WriteStorage + ?Sized> Writer<'s, S> {
                 }
             }
             Class::ZBlk0 | Class::ZBlk1 => match decode_zblk(oid, &record)? {
-                ZBlkState::ZBlk0(s) => State::ZBlk0(s.data.data),
+                ZBlkState::ZBlk0(s) => State::ZBlk0(BlockData::Shared(s.data.data)),
                 ZBlkState::ZBlk1(s) => {
                     let chunktab = self.ref_obj(&s.chunktab);
                     if let Some(o) = self.objs.get_mut(chunktab) {
@@ -985,13 +1008,28 @@ impl<'s, S: WriteStorage + ?Sized> Writer<'s, S> {
                 let st = self.bucket_state(&b, stack)?;
                 encode::encode_bucket(b.family, &st, d)
             }
-            State::ZBlk0(data) => encode::encode_zblk(
-                &ZBlkState::ZBlk0(ZBlk0State {
-                    data: self.binary(data),
-                    legacy_name: false,
-                }),
-                d,
-            ),
+            State::ZBlk0(data) => {
+                let frame = match &self.zblk0_frame {
+                    Some(f) => f,
+                    None => self.zblk0_frame.insert(encode::ZBlk0Frame::new(d)?),
+                };
+                match (frame, data) {
+                    (Some(frame), data) => frame.encode(data.as_slice()),
+                    (None, data) => {
+                        let data = match data {
+                            BlockData::Shared(b) => b,
+                            BlockData::Lent(s) => Bytes::copy_from_slice(s),
+                        };
+                        encode::encode_zblk(
+                            &ZBlkState::ZBlk0(ZBlk0State {
+                                data: self.binary(data),
+                                legacy_name: false,
+                            }),
+                            d,
+                        )
+                    }
+                }
+            }
             State::ZBlk1 { chunktab } => {
                 let chunktab = self.reference(chunktab, stack)?;
                 encode::encode_zblk(&ZBlkState::ZBlk1(ZBlk1State { chunktab }), d)
@@ -1214,7 +1252,7 @@ impl From<FileId> for Handle {
     }
 }
 
-fn unreachable_class(oid: Oid) -> Result<State> {
+fn unreachable_class(oid: Oid) -> Result<State<'static>> {
     Err(Error::Class {
         oid,
         found: "an unknown class".into(),

@@ -27,7 +27,7 @@ pub(super) const MAX_INTERNAL: usize = 500;
 /// 2 (deletes only) the subtree's first bucket went away.
 type Status = u8;
 
-impl<S: WriteStorage + ?Sized> Writer<'_, S> {
+impl<'s, S: WriteStorage + ?Sized> Writer<'s, S> {
     fn tree(&mut self, id: ObjId) -> Result<&mut TreeObj> {
         self.load(id)?;
         let d = self.describe(id);
