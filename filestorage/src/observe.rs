@@ -42,6 +42,12 @@ pub trait WriteObserver: Send + Sync {
 pub struct Observer(pub Option<Arc<dyn WriteObserver>>);
 
 impl Observer {
+    /// Whether anyone listens: writes may then skip making the bytes they
+    /// write visible in memory (a kernel-side copy).
+    pub(crate) fn is_active(&self) -> bool {
+        self.0.is_some()
+    }
+
     pub(crate) fn emit(&self, event: WriteEvent<'_>) {
         if let Some(o) = &self.0 {
             o.event(event);

@@ -271,3 +271,50 @@ fn a_last_transaction_with_unwritten_data_is_a_torn_tail() {
         Err(filestorage::Error::Corrupt { .. })
     ));
 }
+
+/// A transaction bigger than the in-memory limit goes through
+/// `Data.fs.tmp` and is copied into Data.fs in the kernel: every record
+/// reads back whole, at its place, after the transactions around it, and
+/// after a reopen that rebuilds the index from the file.
+#[test]
+fn a_spilled_transaction_is_copied_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("Data.fs");
+    let fs = rw(&p);
+    let t1 = commit(&fs, &[(Oid(0), Tid::ZERO, b"root")]).unwrap();
+    // 40 records of 1 MiB + 1 byte, each a different pattern: 40 MiB,
+    // past the 32 MiB spill limit.
+    let records: Vec<Vec<u8>> = (0..40u32)
+        .map(|i| {
+            (0..(1 << 20) + 1)
+                .map(|j: u32| (j.wrapping_mul(2_654_435_761).wrapping_add(i) >> 7) as u8)
+                .collect()
+        })
+        .collect();
+    let stores: Vec<(Oid, Tid, &[u8])> = records
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (Oid(i as u64 + 1), Tid::ZERO, r.as_slice()))
+        .collect();
+    let t2 = commit(&fs, &stores).unwrap();
+    let t3 = commit(&fs, &[(Oid(0), t1, b"root after")]).unwrap();
+    // Emptied once its transaction is over.
+    assert_eq!(
+        std::fs::metadata(dir.path().join("Data.fs.tmp"))
+            .unwrap()
+            .len(),
+        0
+    );
+    let check = |fs: &FileStorage| {
+        for (i, r) in records.iter().enumerate() {
+            let (data, serial) = fs.load(Oid(i as u64 + 1)).unwrap();
+            assert_eq!(serial, t2);
+            assert!(data == r.as_slice(), "record {i} differs");
+        }
+        assert_eq!(fs.load(Oid(0)).unwrap().1, t3);
+    };
+    check(&fs);
+    drop(fs);
+    std::fs::remove_file(dir.path().join("Data.fs.index")).ok();
+    check(&rw(&p));
+}
