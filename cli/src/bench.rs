@@ -1059,8 +1059,10 @@ pub fn bench_pager(
         )));
     }
     let stats = a.mapping().stats();
-    // The machine's own bound for a first touch by copying in: the file's
-    // bytes read (from the page cache) into fresh memory, 2 MiB at a time.
+    // The machine's own bound for a first touch by copying in: as many of
+    // the file's bytes as the array has, read (from the page cache) into
+    // fresh memory, 2 MiB at a time. The same size matters: on this VM
+    // fresh memory gets slower the more of it a process takes.
     let pread_gbs = {
         use std::os::unix::fs::FileExt;
         let f = std::fs::File::open(&db).map_err(|e| ToolError::io(&db, e))?;
@@ -1068,7 +1070,7 @@ pub fn bench_pager(
             .metadata()
             .map_err(|e| ToolError::io(&db, e))?
             .len()
-            .min(nbytes.min(1 << 30));
+            .min(nbytes);
         let len = usize::try_from(len).unwrap_or(0);
         let t = Instant::now();
         let mut dst = vec![0u8; len];
