@@ -25,7 +25,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::codec::Framed;
 use zodb_core::storage::Transaction;
 use zodb_core::{Oid, StorageError, Tid, TimeStamp, TxnMeta, TxnStatus};
@@ -193,7 +193,7 @@ pub(crate) async fn serve<S>(
     shared: Arc<Shared>,
     io: S,
     peer: String,
-    mut stop: broadcast::Receiver<()>,
+    stop: super::shutdown::StopSignal,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -209,7 +209,7 @@ pub(crate) async fn serve<S>(
     }
     let hello = tokio::select! {
         r = tokio::time::timeout(shared.config.handshake_timeout, framed.next()) => r,
-        _ = stop.recv() => return,
+        _ = stop.stopped() => return,
     };
     let frame = match hello {
         Ok(Some(Ok(frame))) => frame,
@@ -268,7 +268,7 @@ pub(crate) async fn serve<S>(
         upload: None,
         iters: Iterators::default(),
     };
-    let end = conn.run(&mut stop).await;
+    let end = conn.run(&stop).await;
     conn.close(end).await;
 }
 
@@ -304,7 +304,7 @@ where
         }
     }
 
-    async fn run(&mut self, stop: &mut broadcast::Receiver<()>) -> End {
+    async fn run(&mut self, stop: &super::shutdown::StopSignal) -> End {
         loop {
             if !self.frame_buffered()
                 && let Err(e) = SinkExt::<Bytes>::flush(&mut self.framed).await
@@ -320,7 +320,7 @@ where
                 } = self;
                 tokio::select! {
                     biased;
-                    _ = stop.recv() => Event::Stop,
+                    _ = stop.stopped() => Event::Stop,
                     d = deferred_rx.recv() => Event::Deferred(d),
                     n = next_notice(reg) => Event::Notice(n),
                     f = framed.next() => Event::Frame(f),

@@ -1,7 +1,7 @@
 //! Accepting connections (mini-redis's `Listener`): the caller binds the
 //! socket (tests bind port 0, `zodbrs serve` binds what `-a` says), a
 //! `Semaphore` caps the connections served at once, each connection gets a
-//! task, and shutdown is a broadcast every task selects on.
+//! task, and shutdown is a signal every task selects on.
 
 use std::future::Future;
 use std::io;
@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
-use tokio::sync::{Semaphore, broadcast};
+use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use super::Shared;
@@ -77,7 +77,7 @@ pub(crate) async fn run<L: Listener, F: Future>(
     shutdown: F,
 ) -> Result<(), ServeError> {
     let limit = Arc::new(Semaphore::new(shared.config.max_connections.max(1)));
-    let (stop_tx, _) = broadcast::channel::<()>(1);
+    let stopper = super::shutdown::Stopper::new();
     let mut tasks = JoinSet::new();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
@@ -104,7 +104,7 @@ pub(crate) async fn run<L: Listener, F: Future>(
                 continue;
             }
         };
-        let stop = stop_tx.subscribe();
+        let stop = stopper.signal();
         let shared = shared.clone();
         tasks.spawn(async move {
             super::conn::serve(shared, stream, peer, stop).await;
@@ -116,7 +116,7 @@ pub(crate) async fn run<L: Listener, F: Future>(
         connections = tasks.len(),
         "shutting down: no longer accepting"
     );
-    let _ = stop_tx.send(());
+    stopper.stop();
     while let Some(r) = tasks.join_next().await {
         if let Err(e) = r
             && e.is_panic()

@@ -5,7 +5,8 @@
 //!
 //! - [`listener`]: takes an already bound TCP or Unix listener and a
 //!   shutdown future; a `Semaphore` caps connections; each accepted socket
-//!   gets one task, and shutdown is broadcast to all of them.
+//!   gets one task, and shutdown reaches all of them through
+//!   [`shutdown`], which a busy connection polls without a shared lock.
 //! - [`conn`]: the task of one connection. It owns the socket and is its
 //!   only writer: handshake (including `ruok`), `register`, then one
 //!   exhaustive `match` over the typed [`Request`](crate::request::Request).
@@ -60,6 +61,7 @@ pub mod extension;
 pub mod iter;
 pub mod listener;
 pub mod resolve;
+pub(crate) mod shutdown;
 pub mod status;
 pub mod storage;
 pub mod txn;
