@@ -6,26 +6,16 @@
 //! wendelin.core stand-ins, BTrees' check()).
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 
 use zblk::array::NpyHeader;
 use zblk::npy::{header, parse_descr};
 
-fn zodbrs(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_zodbrs"))
-        .args(args)
-        .output()
-        .expect("run zodbrs")
-}
+mod run;
+use run::zodbrs;
 
 fn ok(args: &[&str]) -> Vec<u8> {
-    let out = zodbrs(args);
-    assert!(
-        out.status.success(),
-        "zodbrs {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
+    run::ok(args).stdout
 }
 
 /// Pseudo-random bytes with zero runs (whole blocks of zeros included).

@@ -7,7 +7,6 @@
 use std::ffi::OsStr;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use bytes::Bytes;
 use filestorage::format::Magic;
@@ -17,6 +16,9 @@ use zodb_core::storage::{DataRecord, HistoryEntry, Revision, Transaction, TxnIte
 use zodb_core::{Oid, ReadStorage, StorageError, Tid, TxnInfo, TxnMeta, TxnStatus};
 use zodbrs::tools::copy::{CopyError, CopyOptions, Retimed, copy_file, copy_transactions};
 use zodbrs::tools::zodbdump::{DumpOptions, zodbdump};
+
+mod run;
+use run::zodbrs;
 
 fn copy(src: &Path, dst: &Path, opts: CopyOptions) -> Result<(), CopyError> {
     copy_file(src, dst, opts, &mut std::io::sink(), &mut |_, _| {}).map(|_| ())
@@ -382,13 +384,6 @@ fn a_failing_transaction_is_named() {
         "{e}"
     );
     assert_eq!(dst.last_transaction(), Tid(0x0285_cbac_1111_1111));
-}
-
-fn zodbrs(args: &[&OsStr]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_zodbrs"))
-        .args(args)
-        .output()
-        .unwrap()
 }
 
 #[test]

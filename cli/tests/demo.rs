@@ -9,24 +9,15 @@
 use std::path::Path;
 use std::process::Command;
 
-/// What the process holds besides the pager's blocks: the allocator and
-/// the binary's own data (a few MiB), plus, while `gen` commits, a copy
-/// of the transaction's blocks and their records on their way to the
-/// storage (a transaction is at most a quarter of the budget).
-const SLACK_MB: u64 = 24;
+mod run;
+use run::text as zodbrs;
 
-fn zodbrs(args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_zodbrs"))
-        .args(args)
-        .output()
-        .expect("run zodbrs");
-    assert!(
-        out.status.success(),
-        "zodbrs {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
+/// What the process holds besides the pager's blocks: the allocator and
+/// the binary's own data (a few MiB), plus, while `gen` commits, the
+/// transaction's records on their way to the storage (a transaction is at
+/// most a quarter of the budget; its blocks are pickled from the mapping,
+/// not copied first).
+const SLACK_MB: u64 = 24;
 
 fn field<'a>(out: &'a str, prefix: &str) -> &'a str {
     out.lines()

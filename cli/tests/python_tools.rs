@@ -5,17 +5,10 @@
 use std::path::Path;
 use std::process::Command;
 
+mod run;
+
 fn zodbrs(args: &[&str]) -> Vec<u8> {
-    let out = Command::new(env!("CARGO_BIN_EXE_zodbrs"))
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "zodbrs {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
+    run::ok(args).stdout
 }
 
 fn golden(path: &Path) -> Option<Vec<u8>> {

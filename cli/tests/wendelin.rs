@@ -5,23 +5,13 @@
 //! `numpy.load` must read back equal.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
-fn zodbrs(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_zodbrs"))
-        .args(args)
-        .output()
-        .expect("run zodbrs")
-}
+mod run;
+use run::zodbrs;
 
 fn ok(args: &[&str]) -> Vec<u8> {
-    let out = zodbrs(args);
-    assert!(
-        out.status.success(),
-        "zodbrs {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
+    run::ok(args).stdout
 }
 
 fn brange32(size: usize) -> Vec<u8> {

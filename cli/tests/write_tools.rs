@@ -2,18 +2,8 @@
 
 use std::process::Command;
 
-fn zodbrs(args: &[&str]) -> std::process::Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_zodbrs"))
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "zodbrs {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
+mod run;
+use run::ok as zodbrs;
 
 #[test]
 fn reindex_writes_the_index_zodb_wrote() {

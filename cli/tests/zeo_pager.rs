@@ -12,7 +12,6 @@
 #![allow(clippy::unwrap_used, reason = "tests")]
 
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use pager::Options;
@@ -22,18 +21,8 @@ use zodb_core::{TxnMeta, WriteStorage};
 use zodb_it::zeo::{ServerKind, ServerOptions, ZeoServer};
 use zodbrs::storage_url;
 
-fn zodbrs(args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_zodbrs"))
-        .args(args)
-        .output()
-        .expect("run zodbrs");
-    assert!(
-        out.status.success(),
-        "zodbrs {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
+mod run;
+use run::text as zodbrs;
 
 fn line<'a>(out: &'a str, prefix: &str) -> &'a str {
     out.lines()

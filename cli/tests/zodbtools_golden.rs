@@ -11,13 +11,15 @@
 mod zodbtools_util;
 
 use std::path::Path;
-use std::process::Command;
 
 use zodb_core::pickle::DisFlavor;
 use zodb_it::read;
 use zodbrs::tools::analyze::{analyze, report};
 use zodbrs::tools::zodbdump::{DumpOptions, Pretty, zodbdump};
 use zodbtools_util::{assert_same, open, shared, zodbtools_dirs};
+
+mod run;
+use run::zodbrs;
 
 fn dump(
     path: &Path,
@@ -127,13 +129,6 @@ fn dump_tidrange_selects_golden_transactions() {
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
-}
-
-fn zodbrs(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_zodbrs"))
-        .args(args)
-        .output()
-        .expect("run zodbrs")
 }
 
 /// The command line reaches the same code: `zodbrs dump`, `dump

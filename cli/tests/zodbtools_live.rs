@@ -18,6 +18,9 @@ use zodbrs::tools::info::{normpath, zodbinfo};
 use zodbrs::tools::zodbdump::{DumpOptions, Pretty, zodbdump};
 use zodbtools_util::{all_databases, assert_same, open, oracle, py, py_run, records, shared};
 
+mod run;
+use run::zodbrs;
+
 fn s(p: &Path) -> &str {
     p.to_str().expect("UTF-8 path")
 }
@@ -288,13 +291,6 @@ fn catobj_equals_zodbtools() {
             assert!(got.is_empty());
         }
     }
-}
-
-fn zodbrs(args: &[&str]) -> std::process::Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_zodbrs"))
-        .args(args)
-        .output()
-        .expect("run zodbrs")
 }
 
 /// The command line reaches the same code: `zodbrs info`, `catobj`,
