@@ -95,18 +95,6 @@ struct TmpBuf {
     path: PathBuf,
 }
 
-impl Drop for TmpBuf {
-    /// Empties a spill file when its transaction ends (ZODB leaves the
-    /// records in it): the file takes no disk, and its dirty pages are
-    /// dropped before the kernel writes them back, which would take disk
-    /// bandwidth from the commits that follow.
-    fn drop(&mut self) {
-        if let Some(f) = &self.spill {
-            let _ = f.set_len(0);
-        }
-    }
-}
-
 impl TmpBuf {
     fn new(path: PathBuf) -> TmpBuf {
         TmpBuf {
@@ -119,6 +107,19 @@ impl TmpBuf {
 
     fn len(&self) -> u64 {
         self.len
+    }
+
+    /// Empties the spill file once its transaction is over (ZODB leaves
+    /// the records in it): the file takes no disk, and its dirty pages are
+    /// dropped before the kernel writes them back, which would take disk
+    /// bandwidth from the commits that follow. Must run before the commit
+    /// lock is released: the next transaction spills to the same file.
+    fn clear(&mut self) {
+        if let Some(f) = self.spill.take() {
+            let _ = f.set_len(0);
+        }
+        self.mem = Vec::new();
+        self.len = 0;
     }
 
     fn push(&mut self, parts: &[&[u8]]) -> Result<()> {
@@ -997,8 +998,7 @@ impl TpcTxn for FsTxn<'_> {
             // Not durable: take it back so it cannot surface after a crash.
             obs.emit(WriteEvent::SetLen(self.pos));
             let _ = file.set_len(self.pos);
-            self.phase = Phase::Done;
-            self.w.commit.release();
+            self.release();
             return Err(storage_err(e));
         }
         let end = self.pos + tlen + TXN_TRAILER_LEN;
@@ -1020,8 +1020,7 @@ impl TpcTxn for FsTxn<'_> {
                 st.data = data;
             }
         }
-        self.phase = Phase::Done;
-        self.w.commit.release();
+        self.release();
         obs.emit(WriteEvent::Committed(self.tid));
         self.fs.hub.publish(&CommitEvent {
             tid: self.tid,
@@ -1075,6 +1074,13 @@ impl FsTxn<'_> {
             self.w.observer.emit(WriteEvent::SetLen(self.pos));
             let _ = self.file.set_len(self.pos);
         }
+        self.release();
+    }
+
+    /// Ends the transaction: its spill emptied, then the commit lock
+    /// given to the next one.
+    fn release(&mut self) {
+        self.buf.clear();
         self.phase = Phase::Done;
         self.w.commit.release();
     }

@@ -318,3 +318,51 @@ fn a_spilled_transaction_is_copied_whole() {
     std::fs::remove_file(dir.path().join("Data.fs.index")).ok();
     check(&rw(&p));
 }
+
+/// Two threads commit spilled transactions back to back through one
+/// storage: the next transaction spills to the same `Data.fs.tmp` as soon
+/// as it has the commit lock, so the previous one must have emptied it
+/// before letting go, never after. Every record reads back whole.
+#[test]
+fn back_to_back_spilled_transactions_from_two_threads() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("Data.fs");
+    let fs = rw(&p);
+    commit(&fs, &[(Oid(0), Tid::ZERO, b"root")]).unwrap();
+    // Each transaction: 34 records of 1 MiB, past the 32 MiB limit, oids
+    // of its own, bytes that name their thread, round and record.
+    let record = |t: u64, round: u64, i: u64| -> Vec<u8> {
+        let seed = (t << 16) | (round << 8) | i;
+        (0..1u64 << 20)
+            .map(|j| (j.wrapping_mul(0x9E37_79B9).wrapping_add(seed) >> 5) as u8)
+            .collect()
+    };
+    let oid = |t: u64, round: u64, i: u64| Oid(1 + t * 1000 + round * 100 + i);
+    let fs = &fs;
+    std::thread::scope(|s| {
+        for t in 0..2u64 {
+            s.spawn(move || {
+                for round in 0..3u64 {
+                    let records: Vec<Vec<u8>> = (0..34).map(|i| record(t, round, i)).collect();
+                    let stores: Vec<(Oid, Tid, &[u8])> = records
+                        .iter()
+                        .enumerate()
+                        .map(|(i, r)| (oid(t, round, i as u64), Tid::ZERO, r.as_slice()))
+                        .collect();
+                    commit(fs, &stores).unwrap();
+                }
+            });
+        }
+    });
+    for t in 0..2 {
+        for round in 0..3 {
+            for i in 0..34 {
+                let (data, _) = fs.load(oid(t, round, i)).unwrap();
+                assert!(
+                    data == record(t, round, i).as_slice(),
+                    "thread {t} round {round} record {i} differs"
+                );
+            }
+        }
+    }
+}
