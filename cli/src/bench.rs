@@ -1080,24 +1080,8 @@ pub fn bench_pager(
     // the file's bytes as the array has, read (from the page cache) into
     // fresh memory, 2 MiB at a time. The same size matters: on this VM
     // fresh memory gets slower the more of it a process takes.
-    let pread_gbs = {
-        use std::os::unix::fs::FileExt;
-        let f = std::fs::File::open(&db).map_err(|e| ToolError::io(&db, e))?;
-        let len = f
-            .metadata()
-            .map_err(|e| ToolError::io(&db, e))?
-            .len()
-            .min(nbytes);
-        let len = usize::try_from(len).unwrap_or(0);
-        let t = Instant::now();
-        let mut dst = vec![0u8; len];
-        for (i, chunk) in dst.chunks_mut(DEFAULT_BLKSIZE as usize).enumerate() {
-            f.read_exact_at(chunk, i as u64 * DEFAULT_BLKSIZE)
-                .map_err(|e| ToolError::io(&db, e))?;
-        }
-        std::hint::black_box(&dst);
-        len as f64 / 1e9 / secs(t.elapsed())
-    };
+    let pread_gbs = pread_fresh(&db, nbytes, 1)?;
+    let pread_parallel_gbs = pread_fresh(&db, nbytes, cores)?;
     // The machine's own bound for a re-read: the same sum over ordinary
     // resident memory (a Vec, 4 KiB pages), best of two passes.
     let (plain_gbs, plain_parallel_gbs) = {
@@ -1179,6 +1163,13 @@ pub fn bench_pager(
             higher_is_better: true,
         },
         Row {
+            what: format!("  the same with {cores} threads"),
+            ours: pread_parallel_gbs,
+            python: None,
+            unit: "GB/s",
+            higher_is_better: true,
+        },
+        Row {
             what: "re-read of resident data".into(),
             ours: gb / again_s,
             python: None,
@@ -1216,6 +1207,47 @@ pub fn bench_pager(
     ];
     print_table(&rows, out)?;
     Ok(rows)
+}
+
+/// GB/s of reading the first `nbytes` of `path` (from the page cache) into
+/// fresh memory, 2 MiB at a time, by `threads` threads each filling its
+/// own share: what copying blocks in costs on this machine, whatever
+/// copies them.
+fn pread_fresh(path: &Path, nbytes: u64, threads: usize) -> Result<f64, ToolError> {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::File::open(path).map_err(|e| ToolError::io(path, e))?;
+    let len = f
+        .metadata()
+        .map_err(|e| ToolError::io(path, e))?
+        .len()
+        .min(nbytes);
+    let len = usize::try_from(len).unwrap_or(0);
+    let block = zblk::write::DEFAULT_BLKSIZE as usize;
+    let share = len.div_ceil(threads.max(1)).div_ceil(block).max(1) * block;
+    let t = Instant::now();
+    let mut dst = vec![0u8; len];
+    std::thread::scope(|s| {
+        let parts: Vec<_> = dst
+            .chunks_mut(share)
+            .enumerate()
+            .map(|(k, part)| {
+                let f = &f;
+                s.spawn(move || {
+                    for (i, chunk) in part.chunks_mut(block).enumerate() {
+                        f.read_exact_at(chunk, (k * share + i * block) as u64)?;
+                    }
+                    Ok::<_, std::io::Error>(())
+                })
+            })
+            .collect();
+        parts.into_iter().try_for_each(|h| {
+            h.join()
+                .unwrap_or_else(|_| Err(std::io::Error::other("a reader panicked")))
+        })
+    })
+    .map_err(|e| ToolError::io(path, e))?;
+    std::hint::black_box(&dst);
+    Ok(len as f64 / 1e9 / secs(t.elapsed()))
 }
 
 /// `v` summed by `threads` scoped threads, each [`sum8`] over its share:
