@@ -610,9 +610,6 @@ fn publish(fanout: &Mutex<Fanout>, commits: Vec<Finished>) {
     }
 }
 
-/// The group-commit loop: waits for a finished commit, takes every other
-/// one finished meanwhile, makes them durable with one call, publishes
-/// them in order.
 /// Tells the syncer whether a commit is on its way.
 struct NextCommit<'a> {
     lock: &'a tokio::sync::Mutex<()>,
@@ -632,6 +629,9 @@ impl NextCommit<'_> {
 /// an fsync (see [`syncer_loop`]).
 const GROUP_LINGER: std::time::Duration = std::time::Duration::from_micros(300);
 
+/// The group-commit loop: waits for a finished commit, takes every other
+/// one finished meanwhile, makes them durable with one call, publishes
+/// them in order.
 fn syncer_loop(
     name: &str,
     rx: &std::sync::mpsc::Receiver<Finished>,
