@@ -282,16 +282,7 @@ impl ZBlk0Frame {
             _ => return Ok(None),
         };
         let placeholder = Bytes::from(vec![0xA5u8; FRAME_PLACEHOLDER]);
-        let record = encode_zblk(
-            &ZBlkState::ZBlk0(crate::format::ZBlk0State {
-                data: Binary {
-                    data: placeholder.clone(),
-                    kind,
-                },
-                legacy_name: false,
-            }),
-            dialect,
-        )?;
+        let record = encode_zblk0_general(placeholder.clone(), kind, dialect)?;
         let mut counted = vec![long];
         counted.extend_from_slice(&(FRAME_PLACEHOLDER as u32).to_le_bytes());
         counted.extend_from_slice(&placeholder);
@@ -329,14 +320,9 @@ impl ZBlk0Frame {
             },
         };
         if data.len() < FRAME_PLACEHOLDER {
-            let st = ZBlkState::ZBlk0(crate::format::ZBlk0State {
-                data: Binary {
-                    data: Bytes::copy_from_slice(data),
-                    kind: self.kind,
-                },
-                legacy_name: false,
-            });
-            out.extend_from_slice(&encode_zblk(&st, self.dialect)?);
+            let record =
+                encode_zblk0_general(Bytes::copy_from_slice(data), self.kind, self.dialect)?;
+            out.extend_from_slice(&record);
             return Ok(());
         }
         let n = u32::try_from(data.len())
@@ -358,6 +344,15 @@ impl ZBlk0Frame {
         self.encode_into(data, &mut out)?;
         Ok(out)
     }
+}
+
+/// A `ZBlk0` record (never the legacy name) through the general encoder.
+fn encode_zblk0_general(data: Bytes, kind: BinaryKind, dialect: Dialect) -> Result<Vec<u8>> {
+    let state = ZBlkState::ZBlk0(crate::format::ZBlk0State {
+        data: Binary { data, kind },
+        legacy_name: false,
+    });
+    encode_zblk(&state, dialect)
 }
 
 /// The record of a `ZData`.

@@ -254,7 +254,7 @@ pub(crate) struct LockActivity {
     /// Votes waiting for the lock (`server_status()['waiting']`).
     pub(crate) waiting: AtomicUsize,
     /// Times the lock was taken, ever.
-    pub(crate) taken: std::sync::atomic::AtomicU64,
+    pub(crate) taken: AtomicU64,
 }
 
 /// A served storage's runtime state.
