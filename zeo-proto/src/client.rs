@@ -64,6 +64,17 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Client<T> {
         })
     }
 
+    /// The stream and the bytes read from it but not yet taken as frames,
+    /// for a caller that goes on with the connection itself (a load
+    /// generator that reads replies in place).
+    pub async fn into_parts(self) -> Result<(T, bytes::BytesMut), ClientError> {
+        Ok(self
+            .conn
+            .into_parts()
+            .await
+            .map_err(ConnectionError::from)?)
+    }
+
     /// The negotiated protocol.
     pub fn protocol(&self) -> &Protocol {
         &self.protocol

@@ -35,7 +35,7 @@
 use std::future::Future;
 use std::pin::pin;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
@@ -265,6 +265,15 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
     /// The underlying stream.
     pub fn into_inner(self) -> T {
         self.framed.into_inner()
+    }
+
+    /// The underlying stream and what was read from it but not yet taken
+    /// as frames, for a caller that goes on reading frames itself.
+    /// Anything written is flushed first.
+    pub async fn into_parts(mut self) -> Result<(T, BytesMut), FrameError> {
+        SinkExt::<Bytes>::flush(&mut self.framed).await?;
+        let parts = self.framed.into_parts();
+        Ok((parts.io, parts.read_buf))
     }
 }
 

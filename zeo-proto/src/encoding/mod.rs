@@ -15,6 +15,7 @@
 //! meaning in ZEO and Python's server closes the connection on it too.
 
 mod fast_pickle;
+pub mod load_before;
 pub mod msgpack;
 pub mod pickle;
 

@@ -22,12 +22,12 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{BufMut, Bytes};
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::codec::Framed;
-use zodb_core::storage::Transaction;
+use zodb_core::storage::{Revision, Transaction};
 use zodb_core::{Oid, StorageError, Tid, TimeStamp, TxnMeta, TxnStatus};
 
 use super::Shared;
@@ -37,7 +37,7 @@ use super::txn::{
     BlobUpload, Decision, FinishAnswer, Lock, Op, Phase, TxnBuf, VoteAnswer, VoteCancel, VoteJob,
     VoteOutcome, vote_worker,
 };
-use crate::encoding::{Encoding, GlobalPolicy, Payload};
+use crate::encoding::{Encoding, GlobalPolicy, Payload, load_before};
 use crate::exception::ZeoException;
 use crate::frame::{FrameCodec, HEADER_LEN};
 use crate::handshake::{self, ClientHello};
@@ -151,6 +151,23 @@ enum Out {
 
 fn reply(v: Value) -> Out {
     Out::Reply(v, Tid::ZERO)
+}
+
+/// The answer to a `loadBefore`.
+fn loaded(r: Result<Option<Revision>, StorageError>) -> Out {
+    match r {
+        Ok(Some(rev)) => {
+            let reveal = rev.serial;
+            let v = LoadedRevision {
+                data: rev.data,
+                start: rev.serial,
+                end: rev.next_serial,
+            };
+            Out::Reply(LoadedRevision::to_value(Some(&v)), reveal)
+        }
+        Ok(None) => reply(Value::None),
+        Err(e) => storage_error(&e),
+    }
 }
 
 fn storage_error(e: &StorageError) -> Out {
@@ -523,6 +540,12 @@ where
     }
 
     async fn on_frame(&mut self, frame: Bytes) -> Result<(), End> {
+        if self.enc == Encoding::Pickle
+            && self.reg.is_some()
+            && let Some(call) = load_before::parse_call(&frame)
+        {
+            return self.load_before(call).await;
+        }
         let msg = Message::decode(self.enc, &frame, GlobalPolicy::FromClient)
             .map_err(|e| End::Protocol(format!("undecodable message: {e}")))?;
         // A storage looks an oid up before it checks anything else, so
@@ -556,7 +579,41 @@ where
             _ => {}
         }
         let to = (!is_async).then(|| msgid.clone());
-        match self.dispatch(to.clone(), request).await {
+        let out = self.dispatch(to.clone(), request).await;
+        self.answer(to, method, out).await
+    }
+
+    /// A `loadBefore` recognised on the wire ([`load_before::parse_call`]):
+    /// what [`Conn::dispatch`] does for it, with the reply of a revision
+    /// written straight into the outgoing buffer.
+    async fn load_before(&mut self, call: load_before::LoadBeforeCall) -> Result<(), End> {
+        let Some(served) = self.served().cloned() else {
+            return Err(End::Protocol("loadBefore called before register".into()));
+        };
+        let r = served.load_before(call.oid, call.before);
+        if let Ok(Some(rev)) = &r
+            && rev.data.len() < crate::encoding::SHARE_MIN
+        {
+            self.catch_up(rev.serial).await?;
+            let len = load_before::reply_len(rev.data.len(), rev.next_serial.is_some());
+            let buf = self.framed.write_buffer_mut();
+            buf.reserve(HEADER_LEN + len);
+            buf.put_u32(len as u32);
+            load_before::encode_reply(buf, call.msgid, &rev.data, rev.serial, rev.next_serial);
+            return Ok(());
+        }
+        let msgid = Value::Tuple(vec![
+            Value::Bytes(Bytes::copy_from_slice(&call.msgid.0)),
+            Value::Bytes(Bytes::copy_from_slice(&call.msgid.1)),
+        ]);
+        self.answer(Some(msgid), Method::LoadBefore, loaded(r))
+            .await
+    }
+
+    /// Sends what dispatching a call to `method` produced.
+    async fn answer(&mut self, to: Option<Value>, method: Method, out: Out) -> Result<(), End> {
+        let is_async = to.is_none();
+        match out {
             Out::Reply(v, reveal) => self.reply(to, Ok(v), reveal).await,
             Out::Error(e, reveal) => {
                 if is_async {
@@ -722,22 +779,7 @@ where
                 Tid::ZERO,
             ),
             Request::Pack { time, wait } => self.pack(to, &served, time, wait),
-            Request::LoadBefore { oid, before } => {
-                served.stats.loads.fetch_add(1, Ordering::Relaxed);
-                match storage.load_before(oid, before) {
-                    Ok(Some(rev)) => {
-                        let reveal = rev.serial;
-                        let v = LoadedRevision {
-                            data: rev.data,
-                            start: rev.serial,
-                            end: rev.next_serial,
-                        };
-                        Out::Reply(LoadedRevision::to_value(Some(&v)), reveal)
-                    }
-                    Ok(None) => reply(Value::None),
-                    Err(e) => storage_error(&e),
-                }
-            }
+            Request::LoadBefore { oid, before } => loaded(served.load_before(oid, before)),
             Request::LoadSerial { oid, serial } => match storage.load_serial(oid, serial) {
                 Ok(data) => Out::Reply(Value::Bytes(data), serial),
                 Err(e) => storage_error(&e),

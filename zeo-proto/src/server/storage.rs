@@ -484,6 +484,16 @@ impl Served {
             .store(f.subscribers.len(), Ordering::Relaxed);
     }
 
+    /// `loadBefore`, counted in the server's statistics.
+    pub(crate) fn load_before(
+        &self,
+        oid: zodb_core::Oid,
+        before: Tid,
+    ) -> Result<Option<zodb_core::storage::Revision>, zodb_core::StorageError> {
+        self.stats.loads.fetch_add(1, Ordering::Relaxed);
+        self.spec.storage.load_before(oid, before)
+    }
+
     /// `(len(storage), storage.getSize())`.
     pub(crate) fn size_info(&self) -> (i64, i64) {
         let length = i64::try_from(self.spec.storage.object_count()).unwrap_or(i64::MAX);
