@@ -1156,3 +1156,96 @@ async fn btrees_conflicts_are_resolved_on_the_server() {
     srv.shutdown().await;
     srv2.shutdown().await;
 }
+
+/// Loads pipelined in one write, in both msgid forms: `(oid, tid)` (the
+/// wire fast path) and an int (the general path), of small and 64 KiB+
+/// records, of a revision that is not the newest, before an object
+/// existed, and of a missing oid. Every reply comes back in order, byte
+/// for byte what the general encoder makes of the storage's answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_loads_are_answered_in_order_as_the_general_path_encodes() {
+    let srv = start(ServerConfig::default()).await;
+    let mut w = client(srv.addr).await;
+    let big = Bytes::from(vec![b'x'; 70_000]);
+    let t1 = committed(
+        w.commit(
+            1,
+            &[
+                (Oid(1), Tid::ZERO, data("one")),
+                (Oid(2), Tid::ZERO, big.clone()),
+            ],
+        )
+        .await
+        .unwrap(),
+    );
+    let t2 = committed(w.commit(2, &[(Oid(1), t1, data("two"))]).await.unwrap());
+    let mut s = raw_registered(srv.addr).await;
+    let loads: Vec<(Oid, Tid)> = (0..400u64)
+        .map(|i| {
+            let oid = Oid(i % 4);
+            let before = match i % 3 {
+                0 => Tid::MAX,
+                1 => t2,
+                _ => t1,
+            };
+            (oid, before)
+        })
+        .collect();
+    // Each of the twelve (oid, before) pairs in both forms.
+    let msgid = |i: usize, oid: Oid, before: Tid| {
+        if (i / 12).is_multiple_of(2) {
+            Request::load_before_msgid(oid, before)
+        } else {
+            Value::Int(1000 + i as i128)
+        }
+    };
+    let mut out = Vec::new();
+    for (i, &(oid, before)) in loads.iter().enumerate() {
+        let call = Request::LoadBefore { oid, before }
+            .to_message(msgid(i, oid, before))
+            .encode(Encoding::Pickle)
+            .unwrap();
+        out.extend_from_slice(&frame_bytes(&call).unwrap());
+    }
+    s.write_all(&out).await.unwrap();
+    let mut kinds = std::collections::BTreeSet::new();
+    for (i, &(oid, before)) in loads.iter().enumerate() {
+        let msgid = msgid(i, oid, before);
+        let expected = match srv.storage.load_before(oid, before) {
+            Ok(rev) => {
+                let rev = rev.map(|r| zeo_proto::reply::LoadedRevision {
+                    data: r.data,
+                    start: r.serial,
+                    end: r.next_serial,
+                });
+                let kind = match &rev {
+                    None => "none",
+                    Some(r) if r.data.len() > 65_536 => "big",
+                    Some(r) if r.end.is_some() => "old",
+                    Some(_) => "current",
+                };
+                kinds.insert((msgid.as_i64().is_none(), kind));
+                ServerMessage::Reply {
+                    msgid,
+                    result: zeo_proto::reply::LoadedRevision::to_value(rev.as_ref()),
+                }
+            }
+            Err(e) => {
+                kinds.insert((msgid.as_i64().is_none(), "missing"));
+                ServerMessage::Error {
+                    msgid,
+                    exception: ZeoException::from_storage_error(&e),
+                }
+            }
+        }
+        .encode(Encoding::Pickle)
+        .unwrap();
+        let mut len = [0u8; 4];
+        s.read_exact(&mut len).await.unwrap();
+        let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
+        s.read_exact(&mut body).await.unwrap();
+        assert_eq!(body, expected, "reply {i} to loadBefore({oid}, {before})");
+    }
+    assert_eq!(kinds.len(), 10, "{kinds:?}");
+    srv.shutdown().await;
+}

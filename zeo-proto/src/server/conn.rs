@@ -541,10 +541,10 @@ where
 
     async fn on_frame(&mut self, frame: Bytes) -> Result<(), End> {
         if self.enc == Encoding::Pickle
-            && self.reg.is_some()
             && let Some(call) = load_before::parse_call(&frame)
+            && let Some(served) = self.served().cloned()
         {
-            return self.load_before(call).await;
+            return self.load_before(&served, call).await;
         }
         let msg = Message::decode(self.enc, &frame, GlobalPolicy::FromClient)
             .map_err(|e| End::Protocol(format!("undecodable message: {e}")))?;
@@ -586,15 +586,23 @@ where
     /// A `loadBefore` recognised on the wire ([`load_before::parse_call`]):
     /// what [`Conn::dispatch`] does for it, with the reply of a revision
     /// written straight into the outgoing buffer.
-    async fn load_before(&mut self, call: load_before::LoadBeforeCall) -> Result<(), End> {
-        let Some(served) = self.served().cloned() else {
-            return Err(End::Protocol("loadBefore called before register".into()));
-        };
+    async fn load_before(
+        &mut self,
+        served: &Served,
+        call: load_before::LoadBeforeCall,
+    ) -> Result<(), End> {
         let r = served.load_before(call.oid, call.before);
         if let Ok(Some(rev)) = &r
             && rev.data.len() < crate::encoding::SHARE_MIN
         {
             self.catch_up(rev.serial).await?;
+            // As `feed` does: past the boundary, what is buffered goes out
+            // first (a client pipelining loads would grow it otherwise).
+            if self.framed.write_buffer().len() >= self.framed.backpressure_boundary() {
+                SinkExt::<Bytes>::flush(&mut self.framed)
+                    .await
+                    .map_err(|e| End::Io(e.to_string()))?;
+            }
             let len = load_before::reply_len(rev.data.len(), rev.next_serial.is_some());
             let buf = self.framed.write_buffer_mut();
             buf.reserve(HEADER_LEN + len);
