@@ -1,15 +1,17 @@
 //! ZEO message decoding, both encodings, both directions: no panic, no
 //! runaway allocation; whatever decodes re-encodes and decodes to the same
-//! thing (as bytes).
+//! thing (as bytes). The `loadBefore` fast path recognises only what the
+//! general decoder reads the same way.
 
 #![no_main]
 
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
-use zeo_proto::encoding::{Encoding, GlobalPolicy};
+use zeo_proto::encoding::{Encoding, GlobalPolicy, load_before};
 use zeo_proto::message::Message;
 use zeo_proto::reply::ServerMessage;
-use zeo_proto::request::Incoming;
+use zeo_proto::request::{Call, Incoming, Request};
+use zeo_proto::value::Value;
 
 fuzz_target!(|data: &[u8]| {
     let Some((&selector, rest)) = data.split_first() else {
@@ -51,4 +53,38 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(msg) = ServerMessage::decode(enc, &bytes) {
         let _ = msg.encode(enc);
     }
+    if let Some(fast) = load_before::parse_call(&bytes) {
+        let Ok(Incoming::Call(Call {
+            msgid,
+            is_async: false,
+            request: Request::LoadBefore { oid, before },
+        })) = Incoming::decode(Encoding::Pickle, &bytes)
+        else {
+            panic!("{fast:?} is not a loadBefore call to the general decoder");
+        };
+        assert_eq!((fast.oid, fast.before), (oid, before));
+        assert_eq!(msgid, pair(fast.msgid));
+    }
+    if let Some(fast) = load_before::parse_reply(&bytes) {
+        let Ok(ServerMessage::Reply { msgid, result }) =
+            ServerMessage::decode(Encoding::Pickle, &bytes)
+        else {
+            panic!("{fast:?} is not a reply to the general decoder");
+        };
+        assert_eq!(msgid, pair(fast.msgid));
+        let rev = zeo_proto::reply::LoadedRevision::from_value(&result)
+            .expect("a revision")
+            .expect("not None");
+        assert_eq!(
+            (&rev.data[..], rev.start, rev.end),
+            (fast.data, fast.start, fast.end)
+        );
+    }
 });
+
+fn pair(p: load_before::PairId) -> Value {
+    Value::Tuple(vec![
+        Value::Bytes(Bytes::copy_from_slice(&p.0)),
+        Value::Bytes(Bytes::copy_from_slice(&p.1)),
+    ])
+}
