@@ -8,7 +8,8 @@
 # First the machine's ceiling for such loads: `zodbrs bench loopback`, the
 # same connections and message sizes against a server that only echoes.
 # Loads: random loadBefore at 1, 4 and 16 connections, both servers
-# serving DATA.FS read-only (nothing is written beside it). Commits:
+# serving DATA.FS read-only (nothing is written beside it), each after an
+# unmeasured run of the same length. Commits:
 # 1-object transactions with 1 and 8 writers, each server on its own fresh
 # Data.fs in a scratch directory. Prints one line per run; nothing is
 # asserted (machines differ; the ratios are what we track).
@@ -69,6 +70,10 @@ for server in zodbrs runzeo; do
     printf '<zeo>\n  address 127.0.0.1:0\n  read-only true\n</zeo>\n<filestorage 1>\n  path %s\n  read-only true\n</filestorage>\n' "$data" >"$conf"
     port=$(free_port)
     start "$server" "$conf" "$port"
+    # Warm-up, not shown: a server that maps the file (ours) takes a page
+    # fault on its first touch of each page, which a steady server has
+    # long paid; both servers get the same.
+    "$zodbrs" bench zeo -a "127.0.0.1:$port" --clients 16 --seconds "$secs" >/dev/null
     for n in 1 4 16; do
         printf '%-7s ' "$server"
         "$zodbrs" bench zeo -a "127.0.0.1:$port" --clients "$n" --seconds "$secs"
