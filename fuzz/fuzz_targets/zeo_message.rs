@@ -11,7 +11,6 @@ use zeo_proto::encoding::{Encoding, GlobalPolicy, load_before};
 use zeo_proto::message::Message;
 use zeo_proto::reply::ServerMessage;
 use zeo_proto::request::{Call, Incoming, Request};
-use zeo_proto::value::Value;
 
 fuzz_target!(|data: &[u8]| {
     let Some((&selector, rest)) = data.split_first() else {
@@ -63,7 +62,7 @@ fuzz_target!(|data: &[u8]| {
             panic!("{fast:?} is not a loadBefore call to the general decoder");
         };
         assert_eq!((fast.oid, fast.before), (oid, before));
-        assert_eq!(msgid, pair(fast.msgid));
+        assert_eq!(msgid, fast.msgid.to_value());
     }
     if let Some(fast) = load_before::parse_reply(&bytes) {
         let Ok(ServerMessage::Reply { msgid, result }) =
@@ -71,7 +70,7 @@ fuzz_target!(|data: &[u8]| {
         else {
             panic!("{fast:?} is not a reply to the general decoder");
         };
-        assert_eq!(msgid, pair(fast.msgid));
+        assert_eq!(msgid, fast.msgid.to_value());
         let rev = zeo_proto::reply::LoadedRevision::from_value(&result)
             .expect("a revision")
             .expect("not None");
@@ -81,10 +80,3 @@ fuzz_target!(|data: &[u8]| {
         );
     }
 });
-
-fn pair(p: load_before::PairId) -> Value {
-    Value::Tuple(vec![
-        Value::Bytes(Bytes::copy_from_slice(&p.0)),
-        Value::Bytes(Bytes::copy_from_slice(&p.1)),
-    ])
-}

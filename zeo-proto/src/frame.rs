@@ -93,8 +93,9 @@ impl FrameCodec {
     }
 
     /// The payload length announced by a complete 4-byte prefix at the
-    /// start of `src`, checked against the maximum.
-    fn peek_len(&self, src: &[u8]) -> Result<Option<usize>, FrameError> {
+    /// start of `src`, checked against the maximum (`None` until the
+    /// prefix is complete): for a reader that takes frames in place.
+    pub fn peek_len(&self, src: &[u8]) -> Result<Option<usize>, FrameError> {
         let Some(header) = src.first_chunk::<HEADER_LEN>() else {
             return Ok(None);
         };

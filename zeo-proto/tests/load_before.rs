@@ -37,18 +37,11 @@ fn general_reply(msgid: PairId, data: &[u8], start: Tid, end: Option<Tid>) -> By
         end,
     };
     ServerMessage::Reply {
-        msgid: pair_value(msgid),
+        msgid: msgid.to_value(),
         result: LoadedRevision::to_value(Some(&rev)),
     }
     .encode(Encoding::Pickle)
     .unwrap()
-}
-
-fn pair_value(p: PairId) -> Value {
-    Value::Tuple(vec![
-        Value::Bytes(Bytes::copy_from_slice(&p.0)),
-        Value::Bytes(Bytes::copy_from_slice(&p.1)),
-    ])
 }
 
 /// What the general decoder makes of `payload` as a call from a client,

@@ -16,7 +16,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use zeo_proto::client::{Client, ClientError, CommitResult};
 use zeo_proto::encoding::{Encoding, load_before};
-use zeo_proto::frame::{DEFAULT_MAX_FRAME_LENGTH, HEADER_LEN};
+use zeo_proto::frame::{FrameCodec, HEADER_LEN};
 use zeo_proto::reply::{LoadedRevision, ServerMessage};
 use zeo_proto::request::Request;
 use zodb_core::{Oid, Tid};
@@ -201,13 +201,11 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Loads<T> {
     /// Reads until a whole frame is buffered; its payload's length.
     async fn next_frame(&mut self) -> Result<usize, BenchError> {
         loop {
-            if let Some(head) = self.buf.first_chunk::<HEADER_LEN>() {
-                let len = u32::from_be_bytes(*head) as usize;
-                if len > DEFAULT_MAX_FRAME_LENGTH {
-                    return Err(BenchError::Other(format!(
-                        "the server sent a frame of {len} bytes"
-                    )));
-                }
+            let framing = FrameCodec::default();
+            let announced = framing
+                .peek_len(&self.buf)
+                .map_err(|e| BenchError::Other(format!("from the server: {e}")))?;
+            if let Some(len) = announced {
                 if self.buf.len() >= HEADER_LEN + len {
                     return Ok(len);
                 }

@@ -27,6 +27,8 @@ use super::pickle::{
     TUPLE2, TUPLE3,
 };
 use crate::message::REPLY;
+use crate::request::Request;
+use crate::value::Value;
 
 /// Protocol 4's short text; the general decoder reads it too.
 const SHORT_BINUNICODE: u8 = 0x8c;
@@ -43,6 +45,12 @@ impl PairId {
     /// The msgid `ClientStorage` uses for `loadBefore(oid, before)`.
     pub fn of(oid: Oid, before: Tid) -> PairId {
         PairId(oid.to_bytes(), before.to_bytes())
+    }
+
+    /// The msgid as the general decoder reads it: a tuple of two 8-byte
+    /// strings.
+    pub fn to_value(self) -> Value {
+        Request::load_before_msgid(Oid::from_bytes(self.0), Tid::from_bytes(self.1))
     }
 }
 
@@ -112,9 +120,9 @@ pub fn encode_reply(out: &mut BytesMut, msgid: PairId, data: &[u8], start: Tid, 
         }
     }
     out.put_slice(data);
-    put_tid(out, start.to_bytes());
+    put_eight(out, start.to_bytes());
     match end {
-        Some(t) => put_tid(out, t.to_bytes()),
+        Some(t) => put_eight(out, t.to_bytes()),
         None => out.put_u8(NONE),
     }
     out.put_slice(&[TUPLE3, TUPLE, STOP]);
@@ -128,14 +136,14 @@ pub fn reply_len(data_len: usize, has_end: bool) -> usize {
     3 + PAIR_LEN + 2 + 5 + REPLY.len() + data_head + data_len + 10 + end + 3
 }
 
-fn put_tid(out: &mut impl BufMut, b: [u8; 8]) {
+fn put_eight(out: &mut impl BufMut, b: [u8; 8]) {
     out.put_slice(&[SHORT_BINBYTES, 8]);
     out.put_slice(&b);
 }
 
 fn put_pair(out: &mut impl BufMut, a: [u8; 8], b: [u8; 8]) {
-    put_tid(out, a);
-    put_tid(out, b);
+    put_eight(out, a);
+    put_eight(out, b);
     out.put_u8(TUPLE2);
 }
 
@@ -180,11 +188,11 @@ pub fn parse_reply(payload: &[u8]) -> Option<LoadBeforeReply<'_>> {
         _ => return None,
     };
     let data = r.take(n)?;
-    let start = r.tid()?;
+    let start = r.eight()?;
     let end = if r.expect(&[NONE]).is_some() {
         None
     } else {
-        Some(Tid::from_bytes(r.tid()?))
+        Some(Tid::from_bytes(r.eight()?))
     };
     r.expect(&[TUPLE3, TUPLE, STOP])?;
     Some(LoadBeforeReply {
@@ -223,14 +231,14 @@ impl<'a> Cursor<'a> {
     }
 
     /// An 8-byte `bytes` as the general encoder writes it.
-    fn tid(&mut self) -> Option<[u8; 8]> {
+    fn eight(&mut self) -> Option<[u8; 8]> {
         self.expect(&[SHORT_BINBYTES, 8])?;
         self.array()
     }
 
     fn pair(&mut self) -> Option<PairId> {
-        let a = self.tid()?;
-        let b = self.tid()?;
+        let a = self.eight()?;
+        let b = self.eight()?;
         self.expect(&[TUPLE2])?;
         Some(PairId(a, b))
     }

@@ -610,11 +610,7 @@ where
             load_before::encode_reply(buf, call.msgid, &rev.data, rev.serial, rev.next_serial);
             return Ok(());
         }
-        let msgid = Value::Tuple(vec![
-            Value::Bytes(Bytes::copy_from_slice(&call.msgid.0)),
-            Value::Bytes(Bytes::copy_from_slice(&call.msgid.1)),
-        ]);
-        self.answer(Some(msgid), Method::LoadBefore, loaded(r))
+        self.answer(Some(call.msgid.to_value()), Method::LoadBefore, loaded(r))
             .await
     }
 
